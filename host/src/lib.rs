@@ -1,1 +1,183 @@
-//! resman host
+//! # resman
+//!
+//! A resource-manager microservice: clients keep TCP connections open and send small JSON
+//! requests; jobbers serve them one request of a type at a time, types in parallel.
+//!
+//! # Layout
+//!
+//! The modules follow a request's path through the host:
+//!
+//! - [`config`]: `.env` and flags → a validated [`Config`].
+//! - `server`: the accept loop; `server::connection` (one task per client: frames in, answers
+//!   out), `server::parse` (a frame → a [`Request`]), `server::peer` (a connection's outbox).
+//! - `coordinator`: the single task that owns the lanes; `coordinator::executor` runs a lane's
+//!   batch off the coordinator and answers the clients.
+//! - `queue`: [`Lane`](queue), one FIFO per type with the one-in-flight rule.
+//! - [`jobber`]: the [`Handler`] interface every jobber is called through.
+//! - [`builtin`]: `ping` and `srvQueuePrint`.
+//! - [`bench`]: the load generator behind `resman bench`.
+//! - [`shutdown`]: SIGINT/SIGTERM as a future.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), resman::Error> {
+//! let server = resman::Host::builder()
+//!     .jobber("hello", |_req| async { Ok(serde_json::json!({ "hi": true })) })
+//!     .bind()
+//!     .await?;
+//! server.run(resman::shutdown::signal()).await
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+pub mod builtin;
+pub mod config;
+mod coordinator;
+mod error;
+pub mod jobber;
+mod queue;
+mod server;
+pub mod shutdown;
+
+pub use config::{Config, ServeArgs};
+pub use error::Error;
+pub use jobber::{Handler, JobError, JobResult, Request};
+
+use coordinator::{message::Message, Coordinator};
+use server::connection::ConnLimits;
+use server::Listener;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The entry point: `Host::builder()`.
+#[derive(Debug)]
+pub struct Host;
+
+impl Host {
+    /// A builder with the default [`Config`] and only the built-in types.
+    pub fn builder() -> HostBuilder {
+        HostBuilder {
+            config: Config::default(),
+            jobbers: Vec::new(),
+        }
+    }
+}
+
+/// Collects the configuration and the in-process jobbers, then binds.
+pub struct HostBuilder {
+    config: Config,
+    jobbers: Vec<(Arc<str>, Arc<dyn Handler>)>,
+}
+
+impl HostBuilder {
+    /// Serves with `config` instead of the defaults.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Registers `handler` as the jobber of request type `kind`.
+    pub fn jobber(mut self, kind: impl Into<String>, handler: impl Handler) -> Self {
+        let kind: String = kind.into();
+        self.jobbers.push((Arc::from(kind), Arc::new(handler)));
+        self
+    }
+
+    /// Validates the configuration and binds the listening socket.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a limit that cannot work, [`Error::DuplicateType`] for a type
+    /// registered twice or a built-in type claimed, [`Error::Bind`] when the address is taken.
+    pub async fn bind(self) -> Result<Server, Error> {
+        self.config.validate()?;
+        let mut jobbers = self.jobbers;
+        for (i, (kind, _)) in jobbers.iter().enumerate() {
+            let claimed_before = jobbers[..i].iter().any(|(other, _)| other == kind);
+            if claimed_before || builtin::RESERVED.contains(&kind.as_ref()) {
+                return Err(Error::DuplicateType(kind.to_string()));
+            }
+        }
+        jobbers.push((Arc::from(builtin::PING), builtin::ping()));
+        let addr = self.config.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
+        Ok(Server {
+            listener,
+            config: self.config,
+            jobbers,
+        })
+    }
+}
+
+/// A bound host, ready to [`run`](Server::run).
+pub struct Server {
+    listener: TcpListener,
+    config: Config,
+    jobbers: Vec<(Arc<str>, Arc<dyn Handler>)>,
+}
+
+impl Server {
+    /// The address the host listens on (the real port when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
+    }
+
+    /// Serves until `shutdown` completes, then shuts down gracefully: stops accepting,
+    /// answers queued requests `shutting_down`, lets running jobbers finish and their answers
+    /// reach the clients, closes the connections, and returns.
+    ///
+    /// # Errors
+    ///
+    /// None at present; the signature leaves room for fatal serving errors.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let config = self.config;
+        let addr = self.listener.local_addr().ok();
+        let (to_coordinator, inbox) = tokio::sync::mpsc::unbounded_channel();
+        let drained = CancellationToken::new();
+        let gauge = Arc::<server::peer::Gauge>::default();
+        let coordinator = Coordinator::new(
+            inbox,
+            to_coordinator.clone(),
+            self.jobbers,
+            gauge.clone(),
+            &config,
+        );
+        let coordinator = tokio::spawn(coordinator.run(drained.clone()));
+        let listener = Listener {
+            listener: self.listener,
+            coordinator: to_coordinator.clone(),
+            limits: ConnLimits {
+                max_message_bytes: config.max_message_bytes,
+                max_pending_per_connection: config.max_pending_per_connection,
+                max_pending_total: config.max_pending_total,
+            },
+            max_connections: config.max_connections,
+            gauge,
+            drained,
+            tasks: TaskTracker::new(),
+        };
+        tracing::info!(addr = ?addr, "listening");
+        tokio::select! {
+            _ = listener.accept_loop() => {}
+            _ = shutdown => {}
+        }
+        tracing::info!("shutdown begun: no new connections; finishing running requests");
+        let tasks = listener.tasks.clone();
+        drop(listener);
+        let _ = to_coordinator.send(Message::Shutdown);
+        if coordinator.await.is_err() {
+            tracing::error!("the coordinator panicked during shutdown");
+        }
+        tasks.close();
+        tasks.wait().await;
+        tracing::info!("shutdown finished");
+        Ok(())
+    }
+}

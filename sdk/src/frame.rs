@@ -247,7 +247,11 @@ mod tests {
         let stream = "{\"a\":\"🦀\\\"🦀\"}🦀{\"b\":1}🦀".as_bytes();
         for chunk in [1, 2, 3, 5, 1000] {
             let (frames, framing) = split(stream, chunk);
-            assert_eq!(frames, vec!["{\"a\":\"🦀\\\"🦀\"}", "{\"b\":1}"], "chunk {chunk}");
+            assert_eq!(
+                frames,
+                vec!["{\"a\":\"🦀\\\"🦀\"}", "{\"b\":1}"],
+                "chunk {chunk}"
+            );
             assert_eq!(framing, Some(Framing::Crab));
         }
     }
@@ -267,7 +271,11 @@ mod tests {
         let stream = "{\n\"a\": 1\n}🦀\n{\"b\":\n2}🦀".as_bytes();
         for chunk in [1, 1000] {
             let (frames, framing) = split(stream, chunk);
-            assert_eq!(frames, vec!["{\n\"a\": 1\n}", "\n{\"b\":\n2}"], "chunk {chunk}");
+            assert_eq!(
+                frames,
+                vec!["{\n\"a\": 1\n}", "\n{\"b\":\n2}"],
+                "chunk {chunk}"
+            );
             assert_eq!(framing, Some(Framing::Crab));
         }
     }

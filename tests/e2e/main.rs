@@ -1,1 +1,6 @@
-//! e2e
+//! End-to-end tests: the real host on 127.0.0.1:0, spoken to over real TCP.
+
+mod coordinator;
+mod protocol;
+mod shutdown;
+mod support;

@@ -1,0 +1,251 @@
+//! [`Peer`]: what the rest of the host sees of one connection — whether it is still open, how
+//! many of its requests are pending, and the outbox its answers are written into.
+//!
+//! Executors write answers straight into the peer's outbox and wake its connection task, so an
+//! answer crosses threads once, not through the coordinator. The outbox is a byte buffer under
+//! a std `Mutex`: it is held only to append or take bytes, never across an await, and an idle
+//! connection then costs no more than an empty `Vec`.
+
+use crate::jobber::Request;
+use resman_sdk::frame::push_escaping_crabs;
+use resman_sdk::protocol::{ErrorCode, Framing, ERR_MSG_FROM_CLIENT};
+use serde_json::{Number, Value};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// Requests pending in the whole host, for the global back-pressure bound.
+#[derive(Debug, Default)]
+pub(crate) struct Gauge {
+    pending: AtomicUsize,
+    connections: AtomicUsize,
+}
+
+impl Gauge {
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Counts a connection as open until the returned guard drops.
+    pub(crate) fn open_connection(self: &Arc<Self>) -> ConnectionGuard {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(self.clone())
+    }
+}
+
+/// Holds one place in the connection count.
+pub(crate) struct ConnectionGuard(Arc<Gauge>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One connection's shared state.
+#[derive(Debug)]
+pub(crate) struct Peer {
+    /// Unique per host run; jobbers see it as the client id.
+    pub(crate) id: u64,
+    open: AtomicBool,
+    /// Requests handed to the coordinator and not yet answered or dropped.
+    pending: AtomicUsize,
+    /// 0 until the first message ends, then 1 + the framing's index.
+    framing: AtomicU8,
+    outbox: Mutex<Vec<u8>>,
+    /// Wakes the connection task when the outbox goes from empty to not empty.
+    pub(crate) wake: Notify,
+    gauge: Arc<Gauge>,
+}
+
+impl Peer {
+    pub(crate) fn new(id: u64, gauge: Arc<Gauge>) -> Self {
+        Peer {
+            id,
+            open: AtomicBool::new(true),
+            pending: AtomicUsize::new(0),
+            framing: AtomicU8::new(0),
+            outbox: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+            gauge,
+        }
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn close(&self) {
+        self.open.store(false, Ordering::Release);
+    }
+
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn gauge(&self) -> &Gauge {
+        &self.gauge
+    }
+
+    /// Counts `n` requests as pending, here and in the host's gauge.
+    pub(crate) fn add_pending(&self, n: usize) {
+        self.pending.fetch_add(n, Ordering::Relaxed);
+        self.gauge.pending.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// One pending request was answered or dropped.
+    pub(crate) fn finish_one(&self) {
+        self.pending.fetch_sub(1, Ordering::Relaxed);
+        self.gauge.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_framing(&self, framing: Framing) {
+        let code = match framing {
+            Framing::Crab => 1,
+            Framing::Newline => 2,
+        };
+        self.framing.store(code, Ordering::Relaxed);
+    }
+
+    fn framing(&self) -> Framing {
+        match self.framing.load(Ordering::Relaxed) {
+            2 => Framing::Newline,
+            _ => Framing::Crab,
+        }
+    }
+
+    /// Answers `request` with the jobber's result.
+    pub(crate) fn reply(&self, request: &Request, result: Value) {
+        self.push(&request.kind, Some(&request.query_index), result);
+    }
+
+    /// Answers `request` with an error.
+    pub(crate) fn reply_error(&self, request: &Request, code: ErrorCode, err: &str) {
+        self.push(
+            &request.kind,
+            Some(&request.query_index),
+            error_value(code, err),
+        );
+    }
+
+    /// Answers a message that never became a request (`errMsgFromClient`).
+    pub(crate) fn reply_bad_message(
+        &self,
+        query_index: Option<&Number>,
+        code: ErrorCode,
+        err: &str,
+    ) {
+        self.push(ERR_MSG_FROM_CLIENT, query_index, error_value(code, err));
+    }
+
+    /// Answers a request that the connection refused before it reached the coordinator.
+    pub(crate) fn reply_refused(
+        &self,
+        kind: &str,
+        query_index: &Number,
+        code: ErrorCode,
+        err: &str,
+    ) {
+        self.push(kind, Some(query_index), error_value(code, err));
+    }
+
+    fn push(&self, kind: &str, query_index: Option<&Number>, result: Value) {
+        let framing = self.framing();
+        let mut outbox = self
+            .outbox
+            .lock()
+            .expect("outbox lock is never held across a panic");
+        let was_empty = outbox.is_empty();
+        write_response(&mut outbox, kind, query_index, result);
+        outbox.extend_from_slice(framing.terminator());
+        drop(outbox);
+        if was_empty {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Moves the outbox's bytes into `into` (which must be empty), keeping both allocations.
+    pub(crate) fn take_outbox(&self, into: &mut Vec<u8>) {
+        let mut outbox = self
+            .outbox
+            .lock()
+            .expect("outbox lock is never held across a panic");
+        std::mem::swap(&mut *outbox, into);
+    }
+}
+
+fn error_value(code: ErrorCode, err: &str) -> Value {
+    let mut map = serde_json::Map::with_capacity(2);
+    map.insert("err".into(), Value::String(err.to_owned()));
+    map.insert("code".into(), Value::String(code.as_str().to_owned()));
+    Value::Object(map)
+}
+
+/// Serialises one response. A string `type` in the result moves to the top level, as the
+/// original does; every `🦀` in a string is written escaped.
+fn write_response(out: &mut Vec<u8>, kind: &str, query_index: Option<&Number>, mut result: Value) {
+    let moved_type = match &mut result {
+        Value::Object(map) if matches!(map.get("type"), Some(Value::String(_))) => {
+            map.remove("type")
+        }
+        _ => None,
+    };
+    let kind = match &moved_type {
+        Some(Value::String(moved)) => moved.as_str(),
+        _ => kind,
+    };
+    let start = out.len();
+    out.extend_from_slice(b"{\"type\":");
+    write_json(out, &kind);
+    out.extend_from_slice(b",\"queryIndex\":");
+    match query_index {
+        Some(index) => write_json(out, index),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"resultJob\":");
+    write_json(out, &result);
+    out.push(b'}');
+    if memchr::memmem::find(&out[start..], resman_sdk::protocol::CRAB).is_some() {
+        let raw = out.split_off(start);
+        push_escaping_crabs(out, &raw);
+    }
+}
+
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    serde_json::to_writer(&mut *out, value)
+        .expect("serialising JSON values into a Vec cannot fail");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn response(kind: &str, result: Value) -> String {
+        let mut out = Vec::new();
+        write_response(&mut out, kind, Some(&Number::from(7)), result);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn type_in_the_result_moves_to_the_top_level() {
+        let text = response("cntResponse", json!({"type": "cntResponse", "cnt": 3}));
+        assert_eq!(
+            text,
+            r#"{"type":"cntResponse","queryIndex":7,"resultJob":{"cnt":3}}"#
+        );
+    }
+
+    #[test]
+    fn crabs_in_results_are_escaped() {
+        let text = response("x🦀", json!({"s": "a🦀b"}));
+        assert!(!text.contains('🦀'), "{text}");
+        let back: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["type"], "x🦀");
+        assert_eq!(back["resultJob"]["s"], "a🦀b");
+    }
+}
