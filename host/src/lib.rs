@@ -29,6 +29,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod builtin;
 pub mod config;
 mod coordinator;
@@ -137,8 +138,8 @@ impl Server {
     ///
     /// None at present; the signature leaves room for fatal serving errors.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let addr = self.local_addr();
         let config = self.config;
-        let addr = self.listener.local_addr().ok();
         let (to_coordinator, inbox) = tokio::sync::mpsc::unbounded_channel();
         let drained = CancellationToken::new();
         let gauge = Arc::<server::peer::Gauge>::default();
@@ -163,7 +164,7 @@ impl Server {
             drained,
             tasks: TaskTracker::new(),
         };
-        tracing::info!(addr = ?addr, "listening");
+        tracing::info!(%addr, "listening");
         tokio::select! {
             _ = listener.accept_loop() => {}
             _ = shutdown => {}

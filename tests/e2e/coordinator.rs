@@ -273,7 +273,7 @@ async fn too_many_pending_requests_on_a_connection_are_answered_overloaded() {
     let mut other = host.raw().await;
     assert!(other.call("ping", 1, json!(null)).await["resultJob"]["pong"].is_u64());
     gate.release(2);
-    let answered: Vec<u64> = vec![conn.next().await, conn.next().await]
+    let answered: Vec<u64> = [conn.next().await, conn.next().await]
         .iter()
         .map(|r| r["resultJob"]["done"].as_u64().unwrap())
         .collect();

@@ -1,0 +1,151 @@
+//! The `resman` binary as an operator uses it: `serve` (with `.env`, flags and signals),
+//! `call` and `bench` against it.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn resman() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_resman"))
+}
+
+/// A `resman serve` child process; killed if the test fails before stopping it.
+struct Served {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Served {
+    fn start(dir: &Path, args: &[&str]) -> Served {
+        let mut child = resman()
+            .current_dir(dir)
+            .args(["--log-format", "json", "serve"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("resman starts");
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let addr = loop {
+            let line = rx
+                .recv_timeout(DEADLINE)
+                .expect("resman logs that it listens");
+            let Ok(log) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if log["fields"]["message"] == "listening" {
+                let addr = log["fields"]["addr"].as_str().expect("addr field");
+                break addr.parse().expect("addr is a socket address");
+            }
+        };
+        Served { child, addr }
+    }
+
+    fn terminate(mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(killed.expect("kill runs").success());
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait works") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "resman did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn call(addr: SocketAddr, args: &[&str]) -> (bool, Value) {
+    let out = resman()
+        .args(["call", "--addr", &addr.to_string()])
+        .args(args)
+        .output()
+        .expect("resman call runs");
+    let printed = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "call printed JSON, got {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    (out.status.success(), printed)
+}
+
+#[test]
+fn serve_answers_call_and_bench_then_exits_zero_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(dir.path(), &["--port", "0"]);
+    let (ok, pong) = call(served.addr, &["ping"]);
+    assert!(ok && pong["pong"].as_u64().unwrap() >= 1, "{pong}");
+
+    let (ok, refused) = call(served.addr, &["noSuchType", "{\"a\": 1}"]);
+    assert!(!ok, "an error answer exits non-zero");
+    assert_eq!(refused["code"], "unknown_type");
+
+    let out = resman()
+        .args(["bench", "--addr", &served.addr.to_string()])
+        .args(["-c", "4", "-P", "8", "-n", "2000", "--json"])
+        .output()
+        .expect("bench runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("bench --json prints JSON");
+    assert_eq!(report["requests"], 2000);
+    assert_eq!(report["errors"], 0);
+
+    let status = served.terminate();
+    assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
+}
+
+#[test]
+fn serve_takes_its_port_from_dot_env() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    std::fs::write(dir.path().join(".env"), format!("SOCKET_PORT={port}\n")).unwrap();
+    let served = Served::start(dir.path(), &[]);
+    assert_eq!(served.addr.port(), port);
+    assert_eq!(served.terminate().code(), Some(0));
+}
+
+#[test]
+fn a_limit_that_cannot_work_is_refused_at_start() {
+    let out = resman()
+        .args(["serve", "--port", "0", "--max-attempts", "0"])
+        .output()
+        .expect("resman runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("max_attempts must be at least 1"),
+        "{stderr}"
+    );
+}
