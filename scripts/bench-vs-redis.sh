@@ -26,7 +26,7 @@ for setting in "1 1" "50 1" "50 16"; do
     redis_p99=$(echo "$out" | cut -d, -f7 | tr -d '"')
     json=$($resman bench --addr 127.0.0.1:$mport -c "$1" -P "$2" -n "$n" --json)
     ours_rps=$(echo "$json" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["requests_per_sec"]))')
-    ours_p99=$(echo "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["latency_us"]["p99"]/1000)')
+    ours_p99=$(echo "$json" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["latency_us"]["p99"]/1000, 3))')
     ratio=$(python3 -c "print(f'{$ours_rps/$redis_rps:.2f}x')")
     printf '%-10s %12s %10s %12s %10s %8s\n' "$1,$2" "$ours_rps" "$ours_p99" "$redis_rps" "$redis_p99" "$ratio"
 done

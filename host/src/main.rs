@@ -5,6 +5,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
 
+/// mimalloc: small per-connection allocations pack tighter than in glibc's malloc (idle
+/// connections cost less memory) and the request path's short-lived allocations are faster.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "resman", version, about = "A resource-manager microservice")]
 struct Cli {
