@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # resman `ping` against Redis `PING` (ping_mbulk) at the same connections and pipeline, in one
 # run, printed as ratios. Needs redis-server and redis-benchmark (Debian: redis-server).
-# Usage: scripts/bench-vs-redis.sh [requests-per-setting]
+# Usage: scripts/bench-vs-redis.sh [requests-per-setting]   (RESMAN_THREADS=n sets serve --threads)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 requests=${1:-1000000}
@@ -10,7 +10,7 @@ resman=target/release/resman
 rport=46379; mport=46969
 redis-server --port $rport --save '' --appendonly no --daemonize no >/dev/null &
 redis_pid=$!
-$resman serve --port $mport >/dev/null 2>&1 &
+$resman serve --port $mport ${RESMAN_THREADS:+--threads $RESMAN_THREADS} >/dev/null 2>&1 &
 resman_pid=$!
 trap 'kill $redis_pid $resman_pid 2>/dev/null' EXIT
 until redis-cli -p $rport ping >/dev/null 2>&1; do sleep 0.1; done

@@ -129,6 +129,9 @@ pub struct ServeArgs {
     /// Log the queue length per type at this interval, e.g. 5s
     #[arg(long, value_parser = humantime::parse_duration)]
     pub queue_report: Option<Duration>,
+    /// Worker threads of the async runtime [default: one per core]
+    #[arg(long)]
+    pub threads: Option<std::num::NonZeroUsize>,
 }
 
 impl ServeArgs {

@@ -53,6 +53,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// How long connections get at shutdown to write their last answers to clients that are slow
+/// to read them, once every running request has finished.
+const FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The entry point: `Host::builder()`.
 #[derive(Debug)]
 pub struct Host;
@@ -177,7 +181,12 @@ impl Server {
             tracing::error!("the coordinator panicked during shutdown");
         }
         tasks.close();
-        tasks.wait().await;
+        if tokio::time::timeout(FLUSH_GRACE, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(grace = ?FLUSH_GRACE, "some clients did not read their answers; closing them");
+        }
         tracing::info!("shutdown finished");
         Ok(())
     }

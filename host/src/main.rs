@@ -73,8 +73,9 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => {
+            let threads = args.threads;
             let config = args.into_config()?;
-            runtime()?.block_on(serve(config))?;
+            runtime_with(threads)?.block_on(serve(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Call(args) => runtime()?.block_on(call(args)),
@@ -92,7 +93,17 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    runtime_with(None)
+}
+
+fn runtime_with(
+    threads: Option<std::num::NonZeroUsize>,
+) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads {
+        builder.worker_threads(threads.get());
+    }
+    builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")
