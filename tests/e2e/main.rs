@@ -1,5 +1,6 @@
 //! End-to-end tests: the real host on 127.0.0.1:0, spoken to over real TCP.
 
+mod client;
 mod coordinator;
 mod protocol;
 mod shutdown;
