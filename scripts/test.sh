@@ -19,5 +19,8 @@ cargo fmt --all -- --check
 step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "plugins (wasm32-wasip2 components and native libraries)"
+./scripts/build-plugins.sh debug
+
 step "test"
 cargo test --workspace --locked

@@ -1,6 +1,7 @@
 //! Built-in request types answered by the host itself. `ping` is an ordinary in-process
 //! jobber, so it travels the same path as any request and `resman bench --type ping` measures
-//! the architecture; `srvQueuePrint` is answered by the coordinator, which owns the queues.
+//! the architecture; `srvQueuePrint` and `srvPlugins` are answered by the coordinator, which
+//! owns the queues and the plugin registry.
 
 use crate::jobber::{Handler, JobResult, Request};
 use serde_json::json;
@@ -12,9 +13,10 @@ use std::sync::Arc;
 pub const PING: &str = "ping";
 
 /// Types no plugin or in-process jobber may claim.
-pub const RESERVED: [&str; 3] = [
+pub const RESERVED: [&str; 4] = [
     PING,
     crate::coordinator::QUEUE_PRINT,
+    crate::coordinator::PLUGIN_LIST,
     resman_sdk::protocol::ERR_MSG_FROM_CLIENT,
 ];
 

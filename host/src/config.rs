@@ -6,7 +6,12 @@
 use clap::Args;
 use resman_sdk::protocol::DEFAULT_PORT;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// The default cache folder's name, inside the plugins folder (not watched: the watch is not
+/// recursive).
+pub const CACHE_DIR: &str = ".resman-cache";
 
 /// Everything the host needs to serve, validated by [`Config::validate`].
 #[derive(Clone, Debug)]
@@ -31,6 +36,13 @@ pub struct Config {
     /// When set, the queue lengths per type are logged at this interval (the original's
     /// `startQueTimer`).
     pub queue_report: Option<Duration>,
+    /// The folder plugins are loaded from and watched in; `None` serves no plugins.
+    pub plugins_dir: Option<PathBuf>,
+    /// Where compiled WASM components are kept across restarts; `None` compiles at every
+    /// start. Defaults to `.resman-cache` inside the plugins folder.
+    pub cache_dir: Option<PathBuf>,
+    /// The most linear memory one WASM jobber instance may use, in bytes.
+    pub wasm_memory_limit: usize,
 }
 
 impl Default for Config {
@@ -45,6 +57,9 @@ impl Default for Config {
             max_attempts: 5,
             batch_size: 256,
             queue_report: None,
+            plugins_dir: None,
+            cache_dir: None,
+            wasm_memory_limit: 64 * 1024 * 1024,
         }
     }
 }
@@ -129,6 +144,18 @@ pub struct ServeArgs {
     /// Log the queue length per type at this interval, e.g. 5s
     #[arg(long, value_parser = humantime::parse_duration)]
     pub queue_report: Option<Duration>,
+    /// Folder of plugin files (*.wasm, *.so), watched for changes; created when missing
+    #[arg(long, default_value = "plugins")]
+    pub plugins: PathBuf,
+    /// Serve no plugins and watch no folder
+    #[arg(long, conflicts_with = "plugins")]
+    pub no_plugins: bool,
+    /// Cache of compiled WASM components [default: <plugins>/.resman-cache]
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Most linear memory one WASM jobber instance may use, in bytes
+    #[arg(long, default_value_t = Config::default().wasm_memory_limit)]
+    pub wasm_memory_limit: usize,
     /// Worker threads of the async runtime [default: one per core]
     #[arg(long)]
     pub threads: Option<std::num::NonZeroUsize>,
@@ -154,6 +181,9 @@ impl ServeArgs {
             jobber_timeout: self.jobber_timeout,
             max_attempts: self.max_attempts,
             queue_report: self.queue_report,
+            cache_dir: self.cache_dir.or_else(|| Some(self.plugins.join(CACHE_DIR))),
+            plugins_dir: (!self.no_plugins).then_some(self.plugins),
+            wasm_memory_limit: self.wasm_memory_limit,
             ..Config::default()
         };
         config.validate()?;

@@ -20,6 +20,9 @@ pub enum Error {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The plugins folder or the plugin runtime could not be set up.
+    #[error("plugins: {0}")]
+    Plugins(String),
     /// A request type was registered twice.
     #[error("request type {0:?} has two jobbers")]
     DuplicateType(String),

@@ -35,6 +35,7 @@ pub mod config;
 mod coordinator;
 mod error;
 pub mod jobber;
+mod plugins;
 mod queue;
 mod server;
 pub mod shutdown;
@@ -111,12 +112,42 @@ impl HostBuilder {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| Error::Bind { addr, source })?;
+        let (to_coordinator, inbox) = tokio::sync::mpsc::unbounded_channel();
+        let watcher = match self.config.plugins_dir.clone() {
+            Some(dir) => Some(start_plugins(dir, &self.config, to_coordinator.clone()).await?),
+            None => None,
+        };
         Ok(Server {
             listener,
             config: self.config,
             jobbers,
+            to_coordinator,
+            inbox,
+            _watcher: watcher,
         })
     }
+}
+
+/// Loads the plugins folder (creating it when missing) before the host serves, then watches
+/// it. Loading compiles, so it runs on a blocking thread.
+async fn start_plugins(
+    dir: std::path::PathBuf,
+    config: &Config,
+    coordinator: tokio::sync::mpsc::UnboundedSender<Message>,
+) -> Result<plugins::watcher::Watcher, Error> {
+    let loader_config = plugins::loader::LoaderConfig {
+        cache_dir: config.cache_dir.clone(),
+        memory_limit_bytes: config.wasm_memory_limit,
+    };
+    let started = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir).map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+        let loader = plugins::loader::Loader::new(&loader_config).map_err(|err| err.to_string())?;
+        plugins::watcher::start(&dir, Arc::new(loader), coordinator).map_err(|err| err.to_string())
+    });
+    started
+        .await
+        .map_err(|err| Error::Plugins(format!("plugin start-up panicked: {err}")))?
+        .map_err(Error::Plugins)
 }
 
 /// A bound host, ready to [`run`](Server::run).
@@ -124,6 +155,11 @@ pub struct Server {
     listener: TcpListener,
     config: Config,
     jobbers: Vec<(Arc<str>, Arc<dyn Handler>)>,
+    to_coordinator: tokio::sync::mpsc::UnboundedSender<Message>,
+    /// Holds the plugins found at start-up, ahead of any request.
+    inbox: tokio::sync::mpsc::UnboundedReceiver<Message>,
+    /// Watches the plugins folder while the server lives.
+    _watcher: Option<plugins::watcher::Watcher>,
 }
 
 impl Server {
@@ -144,7 +180,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let addr = self.local_addr();
         let config = self.config;
-        let (to_coordinator, inbox) = tokio::sync::mpsc::unbounded_channel();
+        let (to_coordinator, inbox) = (self.to_coordinator, self.inbox);
         let drained = CancellationToken::new();
         let gauge = Arc::<server::peer::Gauge>::default();
         let coordinator = Coordinator::new(
@@ -187,6 +223,7 @@ impl Server {
         {
             tracing::warn!(grace = ?FLUSH_GRACE, "some clients did not read their answers; closing them");
         }
+        drop(self._watcher);
         tracing::info!("shutdown finished");
         Ok(())
     }

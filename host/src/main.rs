@@ -28,6 +28,18 @@ enum Command {
     Call(CallArgs),
     /// Load-test a server that speaks the protocol (resman or the original)
     Bench(resman::bench::BenchArgs),
+    /// List the plugins a running server has loaded, and the files it refused
+    Plugins(PluginsArgs),
+}
+
+#[derive(clap::Args)]
+struct PluginsArgs {
+    /// Server address [default: SOCKET_HOST:SOCKET_PORT from .env, else localhost:41969]
+    #[arg(long)]
+    addr: Option<String>,
+    /// Print the server's JSON answer as it is
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -79,6 +91,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Call(args) => runtime()?.block_on(call(args)),
+        Command::Plugins(args) => runtime()?.block_on(plugins(args)),
         Command::Bench(args) => {
             let json = args.json;
             let report = resman::bench::run(args)?;
@@ -115,18 +128,22 @@ async fn serve(config: resman::Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn connect(addr: Option<&str>, timeout: std::time::Duration) -> anyhow::Result<resman_sdk::client::Client> {
+    let builder = resman_sdk::client::Client::builder().timeout(timeout);
+    Ok(match addr {
+        Some(addr) => builder.connect(addr).await?,
+        None => builder.connect_env().await?,
+    })
+}
+
 /// Prints the answer's `resultJob`; an error answer is printed too, and exits 1.
 async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
-    use resman_sdk::client::{Client, ClientError};
+    use resman_sdk::client::ClientError;
     let payload: serde_json::Value = match &args.payload {
         Some(text) => serde_json::from_str(text).context("the payload is not valid JSON")?,
         None => serde_json::Value::Null,
     };
-    let builder = Client::builder().timeout(args.timeout);
-    let client = match &args.addr {
-        Some(addr) => builder.connect(addr.as_str()).await?,
-        None => builder.connect_env().await?,
-    };
+    let client = connect(args.addr.as_deref(), args.timeout).await?;
     match client.request(&args.kind, payload).await {
         Ok(result) => {
             println!("{}", serde_json::to_string_pretty(&result)?);
@@ -138,6 +155,37 @@ async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
         }
         Err(err) => Err(err.into()),
     }
+}
+
+/// `resman plugins`: one line per loaded plugin (file, kind, types, hash, load time), then
+/// the refused files with their reasons.
+async fn plugins(args: PluginsArgs) -> anyhow::Result<ExitCode> {
+    let client = connect(args.addr.as_deref(), std::time::Duration::from_secs(10)).await?;
+    let listing = client.request("srvPlugins", ()).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&listing)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let empty = Vec::new();
+    let loaded = listing["plugins"].as_array().unwrap_or(&empty);
+    println!("{:<28} {:<7} {:<14} {:>9}  types", "file", "kind", "hash", "load ms");
+    for plugin in loaded {
+        let hash = plugin["hash"].as_str().unwrap_or("").get(..12).unwrap_or("");
+        let cached = if plugin["fromCache"] == true { " (cached)" } else { "" };
+        let types: Vec<&str> = plugin["types"].as_array().unwrap_or(&empty).iter().filter_map(|t| t.as_str()).collect();
+        println!(
+            "{:<28} {:<7} {:<14} {:>9.1}  {}{cached}",
+            plugin["file"].as_str().unwrap_or("?"),
+            plugin["kind"].as_str().unwrap_or("?"),
+            hash,
+            plugin["loadMs"].as_f64().unwrap_or(0.0),
+            types.join(", ")
+        );
+    }
+    for refused in listing["refused"].as_array().unwrap_or(&empty) {
+        println!("refused {}: {}", refused["file"].as_str().unwrap_or("?"), refused["error"].as_str().unwrap_or("?"));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn install_logging(format: LogFormat) {

@@ -51,6 +51,14 @@ impl<T> Lane<T> {
         self.in_flight > 0
     }
 
+    /// Puts `items` back at the front, in their order (requests of a batch that had not
+    /// started, moved to a new version of the jobber).
+    pub(crate) fn requeue_front(&mut self, items: Vec<T>) {
+        for item in items.into_iter().rev() {
+            self.queue.push_front(item);
+        }
+    }
+
     /// Keeps only the queued items for which `keep` is true.
     pub(crate) fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
         self.queue.retain(keep);
@@ -91,6 +99,14 @@ mod tests {
             lane.push(item);
         }
         assert_eq!(lane.take_batch(10), Some(vec!["b", "a"]));
+    }
+
+    #[test]
+    fn requeued_items_go_first_in_their_order() {
+        let mut lane = Lane::default();
+        lane.push(3);
+        lane.requeue_front(vec![1, 2]);
+        assert_eq!(lane.take_batch(10), Some(vec![1, 2, 3]));
     }
 
     #[test]

@@ -4,14 +4,49 @@
 //!
 //! - [`protocol`]: the wire protocol's request and response shapes, error codes and framing
 //!   constants, so host, client and plugins cannot disagree about them.
-//! - [`client`] (feature `client`): an async Rust client that keeps many requests in flight
+//! - [`Jobber`], [`Request`], [`JobError`] and [`export_jobber!`]: write a request handler
+//!   once and build it as a WASM component (`--target wasm32-wasip2`) or a native library.
+//! - [`host`]: what a jobber may call back into the host for (logging, the clock).
+//! - [`native`]: the C ABI of native plugins; `bindings` (on `wasm32`): the WIT world's
+//!   generated bindings. Plugin authors use neither directly.
+//! - `client` (feature `client`): an async Rust client that keeps many requests in flight
 //!   on one connection and matches answers by `queryIndex`.
+//!
+//! # Layout
+//!
+//! - `jobber.rs`: the plugin author's interface.
+//! - `export.rs`: the export macro, which picks one of the two adapters below by target.
+//! - `wasm.rs` + `bindings`: the adapter to the WIT world (`wit/resman.wit`).
+//! - `native/guest.rs`: the adapter to the C ABI (`native.rs`).
+//! - `host.rs`: the host API as a jobber calls it, over either adapter.
 #![deny(missing_docs)]
 
+mod export;
 pub mod frame;
+pub mod host;
+pub mod jobber;
+pub mod native;
 pub mod protocol;
 
 #[cfg(feature = "client")]
 pub mod client;
 
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub mod wasm;
+
+/// The bindings wit-bindgen generates from `wit/resman.wit` (world `jobber`), used by
+/// [`export_jobber!`] and [`host`] in WASM builds.
+#[cfg(target_arch = "wasm32")]
+#[allow(missing_docs, clippy::too_many_arguments)] // generated code: `handle`'s lowered request
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "jobber",
+        pub_export_macro: true,
+        default_bindings_module: "resman_sdk::bindings",
+    });
+}
+
+pub use jobber::{JobError, Jobber, Request};
 pub use protocol::{ErrorCode, ErrorReply};

@@ -2,6 +2,7 @@
 
 mod client;
 mod coordinator;
+mod plugins;
 mod protocol;
 mod shutdown;
 mod support;

@@ -1,17 +1,21 @@
 //! Runs one lane's batch off the coordinator: the requests one after another, each checked
-//! for a still-open client first, each under the jobber deadline, panics caught. Answers go
-//! straight to the clients; only the "batch done" (with any retries) goes back to the
-//! coordinator, so a batch crosses to the coordinator once, not once per request.
+//! for a still-open client first, each under the jobber deadline, panics and crashes caught.
+//! Answers go straight to the clients; only the "batch done" (with any retries) goes back to
+//! the coordinator, so a batch crosses to the coordinator once, not once per request.
+//!
+//! In-process jobbers run as a tokio task; plugin jobbers, whose calls are synchronous, run
+//! on a blocking thread, one thread hop per batch.
 
 use super::message::{Demand, Message};
+use super::route::{lock, Jobber, Pending, PluginLane};
 use crate::jobber::{Handler, JobError, Request};
+use crate::plugins::{CallOutcome, PluginRequest};
 use futures_util::FutureExt;
 use resman_sdk::protocol::ErrorCode;
 use serde_json::Value;
-use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
@@ -36,89 +40,125 @@ enum Outcome {
     Done(Value),
     Refused(JobError),
     TimedOut,
-    Panicked(String),
+    Crashed(String),
 }
-
-/// The requests of a batch not yet started. Shared with the coordinator, which removes a
-/// disconnected client's requests from it and refuses its requests at shutdown; the executor
-/// takes one at a time. The lock is held only to pop or retain, never across a call.
-pub(crate) type Pending = Arc<Mutex<VecDeque<Demand>>>;
 
 /// A batch of one lane.
 pub(crate) struct Batch {
     pub(crate) kind: Arc<str>,
-    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) jobber: Jobber,
     pub(crate) pending: Pending,
+    pub(crate) generation: u64,
 }
 
-fn next(pending: &Pending) -> Option<Demand> {
-    pending
-        .lock()
-        .expect("batch lock is never held across a panic")
-        .pop_front()
+/// Starts the batch on the executor its jobber needs.
+pub(crate) fn spawn(batch: Batch, shared: Arc<Shared>, done: UnboundedSender<Message>) {
+    match batch.jobber.clone() {
+        Jobber::InProcess(handler) => {
+            tokio::spawn(async move {
+                let mut run = Run::new(&batch, &shared);
+                while let Some(demand) = run.next() {
+                    let outcome = call_async(handler.as_ref(), demand.request.clone(), run.limits.timeout).await;
+                    run.settle(demand, outcome);
+                }
+                run.report(batch, &done);
+            });
+        }
+        Jobber::Plugin(lane) => {
+            tokio::task::spawn_blocking(move || {
+                let mut run = Run::new(&batch, &shared);
+                while let Some(demand) = run.next() {
+                    let outcome = call_plugin(&lane, &demand.request, run.limits.timeout);
+                    run.settle(demand, outcome);
+                }
+                run.report(batch, &done);
+            });
+        }
+    }
 }
 
-pub(crate) async fn execute(batch: Batch, shared: Arc<Shared>, done: UnboundedSender<Message>) {
-    let Batch {
-        kind,
-        handler,
-        pending,
-    } = batch;
-    let limits = shared.limits;
-    let mut retries = Vec::new();
-    while let Some(mut demand) = next(&pending) {
-        if !demand.peer.is_open() {
-            continue;
+/// The bookkeeping of one batch run, the same for both executors.
+struct Run<'a> {
+    pending: &'a Pending,
+    draining: &'a AtomicBool,
+    limits: Limits,
+    retries: Vec<Demand>,
+}
+
+impl<'a> Run<'a> {
+    fn new(batch: &'a Batch, shared: &'a Shared) -> Self {
+        Run {
+            pending: &batch.pending,
+            draining: &shared.draining,
+            limits: shared.limits,
+            retries: Vec::new(),
         }
-        if shared.draining.load(Ordering::Relaxed) {
-            super::refuse_shutting_down(&demand);
-            continue;
+    }
+
+    /// The next request worth running: closed clients' requests are dropped, and at shutdown
+    /// the rest are refused.
+    fn next(&mut self) -> Option<Demand> {
+        loop {
+            let demand = lock(self.pending).pop_front()?;
+            if !demand.peer.is_open() {
+                continue;
+            }
+            if self.draining.load(Ordering::Relaxed) {
+                super::refuse_shutting_down(&demand);
+                continue;
+            }
+            return Some(demand);
         }
-        match call(handler.as_ref(), demand.request.clone(), limits.timeout).await {
-            Outcome::Done(value) => demand.peer.reply(&demand.request, value),
-            Outcome::Refused(JobError::Retry(reason))
-                if demand.request.attempt < limits.max_attempts =>
-            {
+    }
+
+    fn settle(&mut self, mut demand: Demand, outcome: Outcome) {
+        let request = &demand.request;
+        match outcome {
+            Outcome::Done(value) => demand.peer.reply(request, value),
+            Outcome::Refused(JobError::Retry(reason)) if request.attempt < self.limits.max_attempts => {
                 demand.request.attempt += 1;
                 demand.last_error = Some(reason);
-                retries.push(demand);
+                self.retries.push(demand);
             }
-            Outcome::Refused(verdict) => fail(&demand, verdict.reason(), limits),
+            Outcome::Refused(verdict) => fail(&demand, verdict.reason()),
             Outcome::TimedOut => {
-                let err = format!("jobber did not answer within {:?}", limits.timeout);
-                demand
-                    .peer
-                    .reply_error(&demand.request, ErrorCode::Timeout, &err);
+                let err = format!("jobber did not answer within {:?}", self.limits.timeout);
+                demand.peer.reply_error(request, ErrorCode::Timeout, &err);
             }
-            Outcome::Panicked(message) => {
-                tracing::warn!(r#type = %kind, panic = %message, "jobber panicked");
-                fail(&demand, &format!("jobber panicked: {message}"), limits);
+            Outcome::Crashed(message) => {
+                tracing::warn!(r#type = %request.kind, reason = %message, "jobber crashed");
+                fail(&demand, &message);
             }
         }
     }
-    // The coordinator outlives every executor until shutdown has drained them.
-    let _ = done.send(Message::Done { kind, retries });
+
+    fn report(self, batch: Batch, done: &UnboundedSender<Message>) {
+        // The coordinator outlives every executor until shutdown has drained them.
+        let _ = done.send(Message::Done {
+            kind: batch.kind,
+            generation: batch.generation,
+            retries: self.retries,
+        });
+    }
 }
 
-fn fail(demand: &Demand, reason: &str, limits: Limits) {
+fn fail(demand: &Demand, reason: &str) {
     let attempts = demand.request.attempt;
-    let err = if attempts > 1 || limits.max_attempts == 1 {
+    let err = if attempts > 1 {
         format!("{reason} (after {attempts} attempts)")
     } else {
         reason.to_owned()
     };
-    demand
-        .peer
-        .reply_error(&demand.request, ErrorCode::JobberFailed, &err);
+    demand.peer.reply_error(&demand.request, ErrorCode::JobberFailed, &err);
 }
 
-/// Calls the jobber. A future that is ready at once (the common case for quick jobbers) never
-/// touches the timer; only one that waits is put under the deadline.
-async fn call(handler: &dyn Handler, request: Request, timeout: Duration) -> Outcome {
+/// Calls an in-process jobber. A future that is ready at once (the common case for quick
+/// jobbers) never touches the timer; only one that waits is put under the deadline.
+async fn call_async(handler: &dyn Handler, request: Request, timeout: Duration) -> Outcome {
     let started = std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(request)));
     let future = match started {
         Ok(future) => future,
-        Err(panic) => return Outcome::Panicked(panic_message(panic)),
+        Err(panic) => return Outcome::Crashed(panic_message(panic)),
     };
     let mut future = AssertUnwindSafe(future).catch_unwind();
     let result = match futures_util::poll!(&mut future) {
@@ -131,16 +171,39 @@ async fn call(handler: &dyn Handler, request: Request, timeout: Duration) -> Out
     match result {
         Ok(Ok(value)) => Outcome::Done(value),
         Ok(Err(verdict)) => Outcome::Refused(verdict),
-        Err(panic) => Outcome::Panicked(panic_message(panic)),
+        Err(panic) => Outcome::Crashed(panic_message(panic)),
+    }
+}
+
+/// Calls a plugin's jobber on the lane's instance and reads its answer.
+fn call_plugin(lane: &PluginLane, request: &Request, timeout: Duration) -> Outcome {
+    let query_index = request.query_index.to_string();
+    let call = PluginRequest {
+        kind: &request.kind,
+        query_index: &query_index,
+        client_id: request.client_id,
+        attempt: request.attempt,
+        payload: request.payload.as_deref().map_or("null", |raw| raw.get()),
+    };
+    match lane.call(&call, timeout) {
+        CallOutcome::Done(json) => match serde_json::from_str(&json) {
+            Ok(value) => Outcome::Done(value),
+            Err(err) => Outcome::Crashed(format!("plugin answered invalid JSON: {err}")),
+        },
+        CallOutcome::Retry(reason) => Outcome::Refused(JobError::Retry(reason)),
+        CallOutcome::Fail(reason) => Outcome::Refused(JobError::Fail(reason)),
+        CallOutcome::Crashed(reason) => Outcome::Crashed(reason),
+        CallOutcome::TimedOut => Outcome::TimedOut,
     }
 }
 
 fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(text) = panic.downcast_ref::<&str>() {
+    let text = if let Some(text) = panic.downcast_ref::<&str>() {
         (*text).to_owned()
     } else if let Some(text) = panic.downcast_ref::<String>() {
         text.clone()
     } else {
-        "panic without a message".to_owned()
-    }
+        "no message".to_owned()
+    };
+    format!("jobber panicked: {text}")
 }

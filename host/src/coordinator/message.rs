@@ -1,7 +1,9 @@
 //! Everything the coordinator accepts: it owns the lanes, others send it messages.
 
 use crate::jobber::Request;
+use crate::plugins::LoadedPlugin;
 use crate::server::peer::Peer;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// A request on its way through the host, with the connection to answer.
@@ -34,6 +36,17 @@ impl Drop for Demand {
     }
 }
 
+/// A change in the plugins folder, already loaded and validated off the coordinator.
+#[derive(Debug)]
+pub(crate) enum PluginEvent {
+    /// A file was added or changed and loaded.
+    Loaded(LoadedPlugin),
+    /// A file was removed (or renamed away).
+    Removed(PathBuf),
+    /// A file failed to load; what was serving keeps serving.
+    Refused { path: PathBuf, error: String },
+}
+
 /// A message to the coordinator.
 #[derive(Debug)]
 pub(crate) enum Message {
@@ -42,10 +55,13 @@ pub(crate) enum Message {
     /// A lane's batch finished; `retries` go to the back of the lane.
     Done {
         kind: Arc<str>,
+        generation: u64,
         retries: Vec<Demand>,
     },
     /// A connection with pending requests closed: drop its queued ones.
     Disconnected(u64),
+    /// The plugins folder changed.
+    Plugin(PluginEvent),
     /// Stop: answer what is queued, let batches finish, then report drained.
     Shutdown,
 }

@@ -1,22 +1,26 @@
 //! The coordinator: the one task that owns every lane and the type → jobber routes.
 //!
-//! Connections send it [`Message::Demands`]; it answers unknown types and `srvQueuePrint`
-//! itself, queues the rest in their type's [`Lane`], and hands each idle lane's queued
-//! requests to an executor task as a batch. Executors answer clients directly and report
+//! Connections send it [`Message::Demands`]; it answers unknown types, `srvQueuePrint` and
+//! `srvPlugins` itself, queues the rest in their type's lane, and hands each idle lane's
+//! queued requests to an executor as a batch. Executors answer clients directly and report
 //! `Done`, which frees the lane for its next batch. Owning all queues in one task is what
-//! makes "one request of a type in flight" a plain field instead of a lock.
+//! makes "one request of a type in flight" a plain field instead of a lock. Plugin changes
+//! arrive as messages too ([`plugins`]), so a reload happens between two batches.
 
 mod executor;
 pub(crate) mod message;
+mod plugins;
+mod route;
 
 use crate::jobber::Handler;
-use crate::queue::Lane;
 use crate::server::peer::{Gauge, Peer};
-use executor::{Batch, Limits, Pending, Shared};
+use executor::{Batch, Limits, Shared};
 use message::{Demand, Message};
 use resman_sdk::protocol::ErrorCode;
+use route::{lock, Jobber, Route};
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,39 +30,21 @@ use tokio_util::sync::CancellationToken;
 /// The built-in type that reports the queues.
 pub(crate) const QUEUE_PRINT: &str = "srvQueuePrint";
 
-/// A request type's jobber and queue.
-struct Route {
-    kind: Arc<str>,
-    handler: Arc<dyn Handler>,
-    lane: Lane<Demand>,
-    /// The not yet started requests of the batch that is out.
-    batch: Pending,
-}
-
-impl Route {
-    /// (waiting, running): the batch's requests not yet started count as waiting.
-    fn counts(&self) -> (usize, usize) {
-        let in_batch = self.batch().len();
-        (
-            self.lane.queued() + in_batch,
-            usize::from(self.lane.is_busy()),
-        )
-    }
-
-    fn batch(&self) -> std::sync::MutexGuard<'_, VecDeque<Demand>> {
-        self.batch
-            .lock()
-            .expect("batch lock is never held across a panic")
-    }
-}
+/// The built-in type that lists the loaded plugins.
+pub(crate) const PLUGIN_LIST: &str = "srvPlugins";
 
 pub(crate) struct Coordinator {
     inbox: UnboundedReceiver<Message>,
     /// Cloned into executors, which report on it.
     outbox: UnboundedSender<Message>,
     routes: HashMap<Arc<str>, Route>,
+    /// The loaded plugin files.
+    plugins: BTreeMap<PathBuf, crate::plugins::LoadedPlugin>,
+    /// Files that failed to load or clashed, with why; until they load or go away.
+    refused: BTreeMap<PathBuf, String>,
     /// Lanes that may have a batch to hand out.
     ready: Vec<Arc<str>>,
+    next_generation: u64,
     shared: Arc<Shared>,
     gauge: Arc<Gauge>,
     batch_size: usize,
@@ -75,23 +61,14 @@ impl Coordinator {
         gauge: Arc<Gauge>,
         config: &crate::Config,
     ) -> Self {
-        let routes = handlers
-            .into_iter()
-            .map(|(kind, handler)| {
-                let route = Route {
-                    kind: kind.clone(),
-                    handler,
-                    lane: Lane::default(),
-                    batch: Pending::default(),
-                };
-                (kind, route)
-            })
-            .collect();
-        Coordinator {
+        let mut coordinator = Coordinator {
             inbox,
             outbox,
-            routes,
+            routes: HashMap::new(),
+            plugins: BTreeMap::new(),
+            refused: BTreeMap::new(),
             ready: Vec::new(),
+            next_generation: 0,
             shared: Arc::new(Shared {
                 limits: Limits {
                     timeout: config.jobber_timeout,
@@ -104,7 +81,11 @@ impl Coordinator {
             queue_report: config.queue_report,
             draining: false,
             busy_lanes: 0,
+        };
+        for (kind, handler) in handlers {
+            coordinator.add_route(kind, Jobber::InProcess(handler));
         }
+        coordinator
     }
 
     /// Runs until shutdown has drained every lane, then cancels `drained`.
@@ -135,42 +116,45 @@ impl Coordinator {
     fn handle(&mut self, message: Message) {
         match message {
             Message::Demands(demands) => demands.into_iter().for_each(|d| self.admit(d)),
-            Message::Done { kind, retries } => self.finish(kind, retries),
-            Message::Disconnected(peer) => self.forget(peer),
+            Message::Done {
+                kind,
+                generation,
+                retries,
+            } => self.finish(kind, generation, retries),
+            Message::Disconnected(peer) => self.routes.values_mut().for_each(|r| r.forget(peer)),
+            Message::Plugin(event) => self.plugin_event(event),
             Message::Shutdown => self.drain(),
         }
     }
 
     fn admit(&mut self, demand: Demand) {
         let request = &demand.request;
-        if request.kind.as_ref() == QUEUE_PRINT {
-            let queues = self.queue_snapshot();
-            tracing::info!(queues = %queues, "queue print requested");
-            let status = json!({
-                "queues": queues,
-                "connections": self.gauge.connections(),
-                "pending": self.gauge.pending(),
-            });
-            return demand.peer.reply(request, status);
+        match request.kind.as_ref() {
+            QUEUE_PRINT => return self.answer_queue_print(&demand),
+            PLUGIN_LIST => return demand.peer.reply(request, self.plugin_list()),
+            _ => {}
         }
         if self.draining {
             return refuse_shutting_down(&demand);
         }
         let Some(route) = self.routes.get_mut(request.kind.as_ref()) else {
             let err = format!("no handler for request type '{}'", request.kind);
-            return demand
-                .peer
-                .reply_error(request, ErrorCode::UnknownType, &err);
+            return demand.peer.reply_error(request, ErrorCode::UnknownType, &err);
         };
         if route.lane.push(demand) {
             self.ready.push(route.kind.clone());
         }
     }
 
-    fn finish(&mut self, kind: Arc<str>, retries: Vec<Demand>) {
+    fn finish(&mut self, kind: Arc<str>, generation: u64, retries: Vec<Demand>) {
         self.busy_lanes -= 1;
-        let Some(route) = self.routes.get_mut(&kind) else {
-            return;
+        let route = self
+            .routes
+            .get_mut(&kind)
+            .filter(|route| route.generation == generation);
+        let Some(route) = route else {
+            // The type was removed while the batch ran.
+            return retries.iter().for_each(refuse_removed);
         };
         let mut waiting = route.lane.finish();
         for demand in retries {
@@ -196,24 +180,28 @@ impl Coordinator {
                 continue;
             };
             self.busy_lanes += 1;
-            route.batch().extend(batch);
+            lock(&route.batch).extend(batch);
             let batch = Batch {
                 kind,
-                handler: route.handler.clone(),
+                jobber: route.jobber.clone(),
                 pending: route.batch.clone(),
+                generation: route.generation,
             };
-            tokio::spawn(executor::execute(
-                batch,
-                self.shared.clone(),
-                self.outbox.clone(),
-            ));
+            executor::spawn(batch, self.shared.clone(), self.outbox.clone());
         }
     }
 
-    fn forget(&mut self, peer: u64) {
-        for route in self.routes.values_mut() {
-            route.lane.retain(|demand| demand.peer.id != peer);
-            route.batch().retain(|demand| demand.peer.id != peer);
+    fn add_route(&mut self, kind: Arc<str>, jobber: Jobber) {
+        self.next_generation += 1;
+        let route = Route::new(kind.clone(), jobber, self.next_generation);
+        self.routes.insert(kind, route);
+    }
+
+    /// Unregisters `kind`; its waiting requests are answered `handler_removed`, a running
+    /// one finishes.
+    fn remove_route(&mut self, kind: &str) {
+        if let Some(mut route) = self.routes.remove(kind) {
+            route.take_waiting().iter().for_each(refuse_removed);
         }
     }
 
@@ -222,35 +210,27 @@ impl Coordinator {
         self.shared.draining.store(true, Ordering::Relaxed);
         self.ready.clear();
         for route in self.routes.values_mut() {
-            route
-                .lane
-                .drain_queued()
-                .for_each(|d| refuse_shutting_down(&d));
-            route
-                .batch()
-                .drain(..)
-                .for_each(|d| refuse_shutting_down(&d));
+            route.take_waiting().iter().for_each(refuse_shutting_down);
         }
     }
 
-    fn queue_snapshot(&self) -> Value {
+    fn answer_queue_print(&self, demand: &Demand) {
         let sorted: BTreeMap<&str, Value> = self
             .routes
             .iter()
             .map(|(kind, route)| {
                 let (queued, running) = route.counts();
-                (
-                    kind.as_ref(),
-                    json!({ "queued": queued, "inFlight": running }),
-                )
+                (kind.as_ref(), json!({ "queued": queued, "inFlight": running }))
             })
             .collect();
-        Value::Object(
-            sorted
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect::<Map<_, _>>(),
-        )
+        let queues: Map<String, Value> = sorted.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        tracing::info!(queues = %Value::Object(queues.clone()), "queue print requested");
+        let status = json!({
+            "queues": queues,
+            "connections": self.gauge.connections(),
+            "pending": self.gauge.pending(),
+        });
+        demand.peer.reply(&demand.request, status);
     }
 
     fn log_queues(&self) {
@@ -265,9 +245,15 @@ impl Coordinator {
 
 pub(crate) fn refuse_shutting_down(demand: &Demand) {
     let err = "the server is shutting down; the request was not run";
-    demand
-        .peer
-        .reply_error(&demand.request, ErrorCode::ShuttingDown, err);
+    demand.peer.reply_error(&demand.request, ErrorCode::ShuttingDown, err);
+}
+
+fn refuse_removed(demand: &Demand) {
+    let err = format!(
+        "the plugin serving '{}' was removed before the request ran",
+        demand.request.kind
+    );
+    demand.peer.reply_error(&demand.request, ErrorCode::HandlerRemoved, &err);
 }
 
 async fn tick(report: &mut Option<tokio::time::Interval>) {

@@ -171,3 +171,92 @@ impl RawConn {
 pub fn code(response: &Value) -> &str {
     response["resultJob"]["code"].as_str().unwrap_or("")
 }
+
+/// Where `scripts/build-plugins.sh` put the plugin files built from `plugins/` and
+/// `tests/fixtures/`.
+pub fn artifact(name: &str) -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("plugins/debug").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-plugins.sh first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A plugins folder for one test.
+pub struct PluginDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl PluginDir {
+    pub fn new() -> PluginDir {
+        PluginDir {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Puts `bytes` in the folder as `name`, atomically (written beside it under a hidden
+    /// name, then renamed), as an operator's deploy script would.
+    pub fn put(&self, name: &str, bytes: &[u8]) {
+        let staging = self.path(&format!(".{name}.partial"));
+        std::fs::write(&staging, bytes).expect("write plugin");
+        std::fs::rename(&staging, self.path(name)).expect("rename plugin into place");
+    }
+
+    /// Drops the built artifact `artifact_name` into the folder as `name`.
+    pub fn drop_in(&self, name: &str, artifact_name: &str) {
+        self.put(name, &std::fs::read(artifact(artifact_name)).expect("read artifact"));
+    }
+
+    pub fn remove(&self, name: &str) {
+        std::fs::remove_file(self.path(name)).expect("remove plugin");
+    }
+
+    /// A host config serving this folder, with its compiled cache inside it.
+    pub fn config(&self) -> Config {
+        Config {
+            plugins_dir: Some(self.dir.path().to_owned()),
+            cache_dir: Some(self.path(".resman-cache")),
+            ..test_config()
+        }
+    }
+}
+
+impl RawConn {
+    /// `srvPlugins`' answer.
+    pub async fn plugins(&mut self) -> Value {
+        self.call("srvPlugins", 900_000, Value::Null).await["resultJob"].clone()
+    }
+
+    /// Waits until `condition` holds for the `srvPlugins` listing.
+    pub async fn wait_plugins(&mut self, mut condition: impl FnMut(&Value) -> bool) -> Value {
+        within(async {
+            loop {
+                let listing = self.plugins().await;
+                if condition(&listing) {
+                    return listing;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+    }
+}
+
+/// The entry of `file` in a `srvPlugins` listing.
+pub fn listed<'a>(listing: &'a Value, file: &str) -> Option<&'a Value> {
+    listing["plugins"].as_array()?.iter().find(|p| p["file"] == file)
+}
+
+/// The refusal of `file` in a `srvPlugins` listing.
+pub fn refused<'a>(listing: &'a Value, file: &str) -> Option<&'a str> {
+    listing["refused"].as_array()?.iter().find(|p| p["file"] == file)?["error"].as_str()
+}

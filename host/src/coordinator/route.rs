@@ -1,0 +1,123 @@
+//! [`Route`]: what the coordinator keeps per request type — the jobber that serves it, its
+//! [`Lane`], and the batch that is out. A jobber is in-process (an async [`Handler`]) or a
+//! plugin's [`PluginLane`], which owns the one live instance that serves this type.
+
+use super::message::Demand;
+use crate::jobber::Handler;
+use crate::plugins::{CallOutcome, Instance, LoadedPlugin, PluginRequest};
+use crate::queue::Lane;
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// The requests of a batch not yet started. Shared between the coordinator, which removes a
+/// disconnected client's requests from it, refuses them at shutdown and moves them to a new
+/// plugin version on reload, and the executor, which takes one at a time. The lock is held
+/// only to pop or retain, never across a call.
+pub(crate) type Pending = Arc<Mutex<VecDeque<Demand>>>;
+
+pub(crate) fn lock(pending: &Pending) -> MutexGuard<'_, VecDeque<Demand>> {
+    pending.lock().expect("batch lock is never held across a panic")
+}
+
+/// How a type is served.
+#[derive(Clone)]
+pub(crate) enum Jobber {
+    /// Registered with `HostBuilder::jobber`, or built in.
+    InProcess(Arc<dyn Handler>),
+    /// A plugin file's jobber for this type.
+    Plugin(Arc<PluginLane>),
+}
+
+impl Jobber {
+    /// The plugin file that serves the type, if a plugin does.
+    pub(crate) fn plugin_path(&self) -> Option<&Path> {
+        match self {
+            Jobber::InProcess(_) => None,
+            Jobber::Plugin(lane) => Some(&lane.plugin.path),
+        }
+    }
+}
+
+/// A plugin serving one type: the plugin and the lane's live instance, made on first use and
+/// replaced after a crash or deadline.
+pub(crate) struct PluginLane {
+    pub(crate) plugin: LoadedPlugin,
+    /// Only the lane's executor uses it, one call at a time; the lock is never contended.
+    instance: Mutex<Option<Box<dyn Instance>>>,
+}
+
+impl PluginLane {
+    pub(crate) fn new(plugin: LoadedPlugin) -> Self {
+        PluginLane {
+            plugin,
+            instance: Mutex::new(None),
+        }
+    }
+
+    /// Calls the lane's instance, making one first if there is none, and throws it away if
+    /// the call left it unusable.
+    pub(crate) fn call(&self, request: &PluginRequest<'_>, deadline: Duration) -> CallOutcome {
+        let mut slot = self
+            .instance
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_none() {
+            match self.plugin.factory.instantiate() {
+                Ok(instance) => *slot = Some(instance),
+                Err(err) => return CallOutcome::Crashed(err.to_string()),
+            }
+        }
+        let instance = slot.as_mut().expect("made above");
+        let outcome = instance.call(request, deadline);
+        if outcome.poisons_instance() {
+            *slot = None;
+        }
+        outcome
+    }
+}
+
+/// A request type's jobber and queue.
+pub(crate) struct Route {
+    pub(crate) kind: Arc<str>,
+    pub(crate) jobber: Jobber,
+    pub(crate) lane: Lane<Demand>,
+    /// The not yet started requests of the batch that is out.
+    pub(crate) batch: Pending,
+    /// Tells this route's batches from those of an earlier route of the same type (removed
+    /// and added again), whose "done" must not free this lane.
+    pub(crate) generation: u64,
+}
+
+impl Route {
+    pub(crate) fn new(kind: Arc<str>, jobber: Jobber, generation: u64) -> Self {
+        Route {
+            kind,
+            jobber,
+            lane: Lane::default(),
+            batch: Pending::default(),
+            generation,
+        }
+    }
+
+    /// (waiting, running): the batch's requests not yet started count as waiting.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let in_batch = lock(&self.batch).len();
+        (self.lane.queued() + in_batch, usize::from(self.lane.is_busy()))
+    }
+
+    /// Every request not yet started, batch first, in order; the lane stays busy if a batch
+    /// is out.
+    pub(crate) fn take_waiting(&mut self) -> Vec<Demand> {
+        let mut waiting: Vec<Demand> = lock(&self.batch).drain(..).collect();
+        waiting.extend(self.lane.drain_queued());
+        waiting
+    }
+
+    /// Drops the queued requests of a closed connection.
+    pub(crate) fn forget(&mut self, peer: u64) {
+        self.lane.retain(|demand| demand.peer.id != peer);
+        lock(&self.batch).retain(|demand| demand.peer.id != peer);
+    }
+}

@@ -1,0 +1,1 @@
+//! WASM plugins (placeholder).

@@ -1,0 +1,26 @@
+//! The original package's example jobber, as a plugin: request type `cntResponse`, answered
+//! `{"cnt": n}` with n = 0, 1, 2, ... The count lives in the jobber, so it is per instance:
+//! the host keeps one instance per request type, and a fresh instance (after a reload or a
+//! crash) starts again at 0, like the original's `counter++` closure after a restart.
+
+use resman_sdk::{export_jobber, JobError, Jobber, Request};
+use serde_json::{json, Value};
+
+/// Counts the `cntResponse` requests this instance has served.
+#[derive(Default)]
+struct Counter {
+    /// The number the next request gets.
+    next: u64,
+}
+
+impl Jobber for Counter {
+    const TYPES: &'static [&'static str] = &["cntResponse"];
+
+    fn handle(&mut self, _request: Request) -> Result<Value, JobError> {
+        let cnt = self.next;
+        self.next += 1;
+        Ok(json!({ "cnt": cnt }))
+    }
+}
+
+export_jobber!(Counter);

@@ -1,0 +1,135 @@
+//! The jobber interface as a plugin author sees it: a [`Request`] comes in, a JSON value or a
+//! [`JobError`] goes out. This is the last step of the data path (connection → coordinator →
+//! lane → jobber); `export_jobber!` adapts it to the WIT world or to the native C ABI, so the
+//! same `impl Jobber` builds as a `.wasm` component and as a native library.
+//!
+//! A retry or a failure is a verdict, not a crash: it is a value ([`JobError`]) the host acts
+//! on. A panic (or a trap in WASM) is the crash path; the host throws that instance away.
+
+use serde::de::DeserializeOwned;
+use std::fmt;
+
+/// One request from a client, owned by the jobber for the duration of the call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// The request type (the wire protocol's `type`); one of [`Jobber::TYPES`].
+    pub kind: String,
+    /// The client's `queryIndex`, as JSON number text.
+    pub query_index: String,
+    /// Which connection sent it; stable while that connection lives.
+    pub client_id: u64,
+    /// 1 for the first attempt, more when an earlier attempt returned [`JobError::Retry`].
+    pub attempt: u32,
+    /// The request's `payload` as JSON text; `null` when the request had none.
+    pub payload: String,
+}
+
+impl Request {
+    /// Parses the payload into `T`.
+    ///
+    /// # Errors
+    ///
+    /// [`JobError::Fail`] naming the request type and the parse error when the payload does
+    /// not fit `T`: sending it again would not help.
+    pub fn payload<T: DeserializeOwned>(&self) -> Result<T, JobError> {
+        serde_json::from_str(&self.payload)
+            .map_err(|err| JobError::fail(format!("{}: bad payload: {err}", self.kind)))
+    }
+}
+
+/// Why a request could not be served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobError {
+    /// Worth trying again: the request goes to the back of its type's queue.
+    Retry(String),
+    /// Final: the client is answered `jobber_failed` with this reason.
+    Fail(String),
+}
+
+impl JobError {
+    /// A retry verdict with `reason`.
+    pub fn retry(reason: impl Into<String>) -> Self {
+        JobError::Retry(reason.into())
+    }
+
+    /// A final failure with `reason`.
+    pub fn fail(reason: impl Into<String>) -> Self {
+        JobError::Fail(reason.into())
+    }
+
+    /// The reason, whichever the verdict.
+    pub fn reason(&self) -> &str {
+        match self {
+            JobError::Retry(reason) | JobError::Fail(reason) => reason,
+        }
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JobError::Retry(reason) => write!(f, "retry: {reason}"),
+            JobError::Fail(reason) => write!(f, "fail: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for JobError {}
+
+/// A request handler: the code a plugin exists for. Export it with
+/// [`export_jobber!`](crate::export_jobber).
+///
+/// One value of the type is one instance: the host makes it with [`Default`] and calls
+/// [`handle`](Jobber::handle) on it one request after another, so fields carry state between
+/// requests (the original's `counter++`). The host may make several instances (one per
+/// request type it serves, and a fresh one after a crash), so state that must be shared or
+/// must survive a restart belongs in the host, not in fields.
+///
+/// `Send` because a native host may move an instance between threads (never two calls at
+/// once).
+pub trait Jobber: Default + Send + 'static {
+    /// The request types this jobber serves.
+    const TYPES: &'static [&'static str];
+
+    /// Serves one request; `Ok` is the `resultJob` sent to the client.
+    ///
+    /// # Errors
+    ///
+    /// [`JobError::Retry`] to have the request queued again, [`JobError::Fail`] to answer the
+    /// client `jobber_failed`.
+    fn handle(&mut self, request: Request) -> Result<serde_json::Value, JobError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(payload: &str) -> Request {
+        Request {
+            kind: "t".into(),
+            query_index: "1".into(),
+            client_id: 7,
+            attempt: 1,
+            payload: payload.into(),
+        }
+    }
+
+    #[test]
+    fn payload_parses_into_the_asked_type() {
+        let value: Vec<u32> = request("[1,2]").payload().unwrap();
+        assert_eq!(value, [1, 2]);
+    }
+
+    #[test]
+    fn a_payload_that_does_not_fit_is_a_final_failure() {
+        let err = request("\"x\"").payload::<u32>().unwrap_err();
+        assert!(matches!(err, JobError::Fail(_)));
+        assert!(err.reason().starts_with("t: bad payload"), "{err}");
+    }
+
+    #[test]
+    fn reason_reads_either_verdict() {
+        assert_eq!(JobError::retry("busy").reason(), "busy");
+        assert_eq!(JobError::fail("gone").reason(), "gone");
+    }
+}

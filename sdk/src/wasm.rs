@@ -1,0 +1,46 @@
+//! The guest side of the WIT world `jobber` (`sdk/wit/resman.wit`): adapts a [`Jobber`] to
+//! the generated `Guest` trait, so `export_jobber!` only has to name the type. The native
+//! counterpart is `native/guest.rs`.
+//!
+//! A component instance is one jobber instance: the host keeps it for one lane and calls it
+//! one request after another, so the jobber lives in the instance's memory (a thread-local
+//! the macro declares, made on first use) and keeps its state between calls. A panic is a
+//! trap here; the host throws the instance away and the next call starts from
+//! `Default::default()` in a fresh one.
+
+use crate::bindings;
+use crate::jobber::{JobError, Jobber, Request};
+use std::cell::RefCell;
+
+/// The `handles` export: `T::TYPES`.
+pub fn handles<T: Jobber>() -> Vec<String> {
+    T::TYPES.iter().map(|kind| (*kind).to_owned()).collect()
+}
+
+/// The `handle` export: serves `request` on the jobber in `slot`, making it first if needed.
+///
+/// # Errors
+///
+/// The jobber's [`JobError`], as the WIT `job-error`.
+pub fn handle<T: Jobber>(
+    slot: &RefCell<Option<T>>,
+    request: bindings::Request,
+) -> Result<String, bindings::JobError> {
+    let mut slot = slot.borrow_mut();
+    let jobber = slot.get_or_insert_with(T::default);
+    match jobber.handle(owned_request(request)) {
+        Ok(value) => Ok(value.to_string()),
+        Err(JobError::Retry(reason)) => Err(bindings::JobError::Retry(reason)),
+        Err(JobError::Fail(reason)) => Err(bindings::JobError::Fail(reason)),
+    }
+}
+
+fn owned_request(request: bindings::Request) -> Request {
+    Request {
+        kind: request.kind,
+        query_index: request.query_index,
+        client_id: request.client_id,
+        attempt: request.attempt,
+        payload: request.payload,
+    }
+}

@@ -1,0 +1,237 @@
+//! Plugins through a running host with real plugin files: both kinds serve; drop, replace and
+//! remove while serving; bad files are refused with the old version serving on; misbehaving
+//! guests answer errors and the host serves on; a reload under load loses nothing.
+
+use crate::support::{code, listed, refused, within, PluginDir, RawConn, TestHost};
+use resman::Host;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+async fn host_on(dir: &PluginDir) -> TestHost {
+    TestHost::start(Host::builder(), dir.config()).await
+}
+
+async fn counts(conn: &mut RawConn, n: u64) -> Vec<u64> {
+    let mut seen = Vec::new();
+    for i in 0..n {
+        let response = conn.call("cntResponse", i, json!(null)).await;
+        seen.push(response["resultJob"]["cnt"].as_u64().unwrap_or_else(|| panic!("{response}")));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_wasm_plugin_in_the_folder_at_start_serves_its_type() {
+    let dir = PluginDir::new();
+    dir.drop_in("counter.wasm", "counter.wasm");
+    let host = host_on(&dir).await;
+    let mut conn = host.raw().await;
+    assert_eq!(counts(&mut conn, 3).await, vec![0, 1, 2], "state lives in the lane's instance");
+    let listing = conn.plugins().await;
+    let entry = listed(&listing, "counter.wasm").expect("listed");
+    assert_eq!((entry["kind"].as_str(), &entry["types"]), (Some("wasm"), &json!(["cntResponse"])));
+    assert_eq!(entry["hash"].as_str().map(str::len), Some(64));
+}
+
+#[tokio::test]
+async fn a_native_plugin_serves_its_type() {
+    let dir = PluginDir::new();
+    dir.drop_in("counter.so", "counter.so");
+    let host = host_on(&dir).await;
+    let mut conn = host.raw().await;
+    assert_eq!(counts(&mut conn, 3).await, vec![0, 1, 2]);
+    assert_eq!(listed(&conn.plugins().await, "counter.so").unwrap()["kind"], "native");
+}
+
+#[tokio::test]
+async fn plugins_dropped_replaced_and_removed_while_serving() {
+    let dir = PluginDir::new();
+    let host = host_on(&dir).await;
+    let mut conn = host.raw().await;
+    assert_eq!(code(&conn.call("cntResponse", 1, json!(null)).await), "unknown_type");
+
+    dir.drop_in("counter.wasm", "counter.wasm");
+    conn.wait_plugins(|l| listed(l, "counter.wasm").is_some()).await;
+    assert_eq!(counts(&mut conn, 2).await, vec![0, 1]);
+
+    // Replaced by a file serving other types: the old type goes, the new ones come.
+    dir.drop_in("counter.wasm", "misbehave.wasm");
+    conn.wait_plugins(|l| listed(l, "counter.wasm").is_some_and(|p| p["types"] != json!(["cntResponse"])))
+        .await;
+    assert_eq!(code(&conn.call("cntResponse", 2, json!(null)).await), "unknown_type");
+    let echo = conn.call("misbehave.echo", 3, json!({"x": 1})).await;
+    assert_eq!(echo["resultJob"]["payload"], json!({"x": 1}));
+
+    dir.remove("counter.wasm");
+    conn.wait_plugins(|l| l["plugins"] == json!([])).await;
+    assert_eq!(code(&conn.call("misbehave.echo", 4, json!(null)).await), "unknown_type");
+    let _ = host;
+}
+
+#[tokio::test]
+async fn bad_files_are_refused_and_the_old_version_keeps_serving() {
+    let dir = PluginDir::new();
+    dir.drop_in("counter.wasm", "counter.wasm");
+    let host = host_on(&dir).await;
+    let mut conn = host.raw().await;
+    assert_eq!(counts(&mut conn, 1).await, vec![0]);
+
+    dir.put("counter.wasm", b"\0asm but not really a component");
+    let listing = conn.wait_plugins(|l| refused(l, "counter.wasm").is_some()).await;
+    assert!(refused(&listing, "counter.wasm").unwrap().contains("counter.wasm"));
+    assert_eq!(counts(&mut conn, 1).await, vec![1], "the old instance serves on, state and all");
+
+    dir.put("junk.so", b"not an ELF file");
+    dir.drop_in("wrong-abi.so", "wrong-abi.so");
+    let listing = conn
+        .wait_plugins(|l| refused(l, "junk.so").is_some() && refused(l, "wrong-abi.so").is_some())
+        .await;
+    let abi = refused(&listing, "wrong-abi.so").unwrap();
+    assert!(abi.contains("ABI version 999"), "{abi}");
+    assert_eq!(listing["plugins"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn a_plugin_claiming_a_served_type_is_refused_naming_both_files() {
+    let dir = PluginDir::new();
+    dir.drop_in("a-counter.wasm", "counter.wasm");
+    let host = host_on(&dir).await;
+    let mut conn = host.raw().await;
+    assert_eq!(counts(&mut conn, 1).await, vec![0]);
+    dir.drop_in("b-counter.so", "counter.so");
+    let listing = conn.wait_plugins(|l| refused(l, "b-counter.so").is_some()).await;
+    let error = refused(&listing, "b-counter.so").unwrap();
+    assert!(error.contains("b-counter.so") && error.contains("a-counter.wasm"), "{error}");
+    assert_eq!(counts(&mut conn, 1).await, vec![1]);
+    assert_eq!(listed(&listing, "a-counter.wasm").unwrap()["kind"], "wasm");
+}
+
+#[tokio::test]
+async fn misbehaving_wasm_guests_answer_errors_and_the_host_serves_on() {
+    let dir = PluginDir::new();
+    dir.drop_in("misbehave.wasm", "misbehave.wasm");
+    let config = resman::Config {
+        jobber_timeout: Duration::from_millis(300),
+        wasm_memory_limit: 16 * 1024 * 1024,
+        ..dir.config()
+    };
+    let host = TestHost::start(Host::builder(), config).await;
+    let mut conn = host.raw().await;
+    for (kind, expected) in [
+        ("misbehave.trap", "jobber_failed"),
+        ("misbehave.spin", "timeout"),
+        ("misbehave.alloc", "jobber_failed"),
+        ("misbehave.fail", "jobber_failed"),
+    ] {
+        let response = conn.call(kind, 1, json!(null)).await;
+        assert_eq!(code(&response), expected, "{kind}: {response}");
+        let echo = conn.call("misbehave.echo", 2, json!(kind)).await;
+        assert_eq!(echo["resultJob"]["payload"], kind, "a fresh instance serves after {kind}");
+        assert!(conn.call("ping", 3, json!(null)).await["resultJob"]["pong"].is_u64());
+    }
+    let retried = conn.call("misbehave.retry", 4, json!(null)).await;
+    assert_eq!(code(&retried), "jobber_failed");
+    assert!(retried["resultJob"]["err"].as_str().unwrap().contains("5 attempts"));
+}
+
+#[tokio::test]
+async fn a_panicking_native_plugin_answers_jobber_failed_and_the_host_serves_on() {
+    let dir = PluginDir::new();
+    dir.drop_in("misbehave.so", "misbehave.so");
+    let host = host_on(&dir).await;
+    let mut conn = host.raw().await;
+    let response = conn.call("misbehave.panic", 1, json!(null)).await;
+    assert_eq!(code(&response), "jobber_failed");
+    assert!(response["resultJob"]["err"].as_str().unwrap().contains("deliberate panic"));
+    let echo = conn.call("misbehave.echo", 2, json!("after")).await;
+    assert_eq!(echo["resultJob"]["payload"], "after");
+}
+
+#[tokio::test]
+async fn guests_reach_the_host_api() {
+    let dir = PluginDir::new();
+    dir.drop_in("misbehave.wasm", "misbehave.wasm");
+    dir.drop_in("misbehave-native.so", "misbehave.so");
+    let host = host_on(&dir).await;
+    let mut conn = host.raw().await;
+    let now = conn.call("misbehave.log", 1, json!(null)).await;
+    assert!(now["resultJob"]["now"].as_u64().unwrap() > 1_600_000_000_000, "{now}");
+    // The native file clashes with the WASM one and is refused; the listing says so.
+    let listing = conn.plugins().await;
+    assert!(refused(&listing, "misbehave-native.so").is_some(), "{listing}");
+}
+
+/// A component with a custom section appended: the same behaviour, other bytes (a new hash).
+fn variant(component: &[u8], n: u32) -> Vec<u8> {
+    let name = b"resman-test";
+    let payload = n.to_le_bytes();
+    let mut out = component.to_vec();
+    out.push(0); // custom section id
+    out.push((1 + name.len() + payload.len()) as u8);
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out.extend_from_slice(&payload);
+    out
+}
+
+#[tokio::test]
+async fn a_plugin_replaced_twenty_times_under_load_fails_and_loses_nothing() {
+    let dir = PluginDir::new();
+    let original = std::fs::read(crate::support::artifact("counter.wasm")).unwrap();
+    dir.put("counter.wasm", &variant(&original, 0));
+    let host = host_on(&dir).await;
+    let mut control = host.raw().await;
+
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut load = host.raw().await;
+    let client = tokio::spawn(async move {
+        let (mut sent, mut answered) = (0u64, 0u64);
+        loop {
+            for _ in 0..4 {
+                load.send("cntResponse", sent, Value::Null).await;
+                sent += 1;
+            }
+            for _ in 0..4 {
+                let response = load.next().await;
+                assert!(response["resultJob"]["cnt"].is_u64(), "failed during reload: {response}");
+                answered += 1;
+            }
+            if stopped.try_recv().is_ok() {
+                return (sent, answered);
+            }
+        }
+    });
+    for n in 1..=20 {
+        let bytes = variant(&original, n);
+        let hash = sha256_hex(&bytes);
+        dir.put("counter.wasm", &bytes);
+        control
+            .wait_plugins(|l| listed(l, "counter.wasm").is_some_and(|p| p["hash"] == hash))
+            .await;
+    }
+    let _ = stop.send(());
+    let (sent, answered) = within(client).await.expect("load client");
+    assert_eq!(sent, answered);
+    assert!(sent >= 4, "the load ran");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn a_restart_takes_compiled_components_from_the_cache() {
+    let dir = PluginDir::new();
+    dir.drop_in("counter.wasm", "counter.wasm");
+    let first = host_on(&dir).await;
+    let listing = first.raw().await.plugins().await;
+    assert_eq!(listed(&listing, "counter.wasm").unwrap()["fromCache"], false);
+    first.shutdown().await.unwrap();
+
+    let second = host_on(&dir).await;
+    let mut conn = second.raw().await;
+    let listing = conn.plugins().await;
+    assert_eq!(listed(&listing, "counter.wasm").unwrap()["fromCache"], true);
+    assert_eq!(counts(&mut conn, 1).await, vec![0]);
+}
