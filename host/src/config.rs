@@ -181,7 +181,9 @@ impl ServeArgs {
             jobber_timeout: self.jobber_timeout,
             max_attempts: self.max_attempts,
             queue_report: self.queue_report,
-            cache_dir: self.cache_dir.or_else(|| Some(self.plugins.join(CACHE_DIR))),
+            cache_dir: self
+                .cache_dir
+                .or_else(|| Some(self.plugins.join(CACHE_DIR))),
             plugins_dir: (!self.no_plugins).then_some(self.plugins),
             wasm_memory_limit: self.wasm_memory_limit,
             ..Config::default()

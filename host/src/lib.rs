@@ -140,7 +140,8 @@ async fn start_plugins(
         memory_limit_bytes: config.wasm_memory_limit,
     };
     let started = tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&dir).map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
         let loader = plugins::loader::Loader::new(&loader_config).map_err(|err| err.to_string())?;
         plugins::watcher::start(&dir, Arc::new(loader), coordinator).map_err(|err| err.to_string())
     });

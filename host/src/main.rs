@@ -128,7 +128,10 @@ async fn serve(config: resman::Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connect(addr: Option<&str>, timeout: std::time::Duration) -> anyhow::Result<resman_sdk::client::Client> {
+async fn connect(
+    addr: Option<&str>,
+    timeout: std::time::Duration,
+) -> anyhow::Result<resman_sdk::client::Client> {
     let builder = resman_sdk::client::Client::builder().timeout(timeout);
     Ok(match addr {
         Some(addr) => builder.connect(addr).await?,
@@ -168,11 +171,27 @@ async fn plugins(args: PluginsArgs) -> anyhow::Result<ExitCode> {
     }
     let empty = Vec::new();
     let loaded = listing["plugins"].as_array().unwrap_or(&empty);
-    println!("{:<28} {:<7} {:<14} {:>9}  types", "file", "kind", "hash", "load ms");
+    println!(
+        "{:<28} {:<7} {:<14} {:>9}  types",
+        "file", "kind", "hash", "load ms"
+    );
     for plugin in loaded {
-        let hash = plugin["hash"].as_str().unwrap_or("").get(..12).unwrap_or("");
-        let cached = if plugin["fromCache"] == true { " (cached)" } else { "" };
-        let types: Vec<&str> = plugin["types"].as_array().unwrap_or(&empty).iter().filter_map(|t| t.as_str()).collect();
+        let hash = plugin["hash"]
+            .as_str()
+            .unwrap_or("")
+            .get(..12)
+            .unwrap_or("");
+        let cached = if plugin["fromCache"] == true {
+            " (cached)"
+        } else {
+            ""
+        };
+        let types: Vec<&str> = plugin["types"]
+            .as_array()
+            .unwrap_or(&empty)
+            .iter()
+            .filter_map(|t| t.as_str())
+            .collect();
         println!(
             "{:<28} {:<7} {:<14} {:>9.1}  {}{cached}",
             plugin["file"].as_str().unwrap_or("?"),
@@ -183,7 +202,11 @@ async fn plugins(args: PluginsArgs) -> anyhow::Result<ExitCode> {
         );
     }
     for refused in listing["refused"].as_array().unwrap_or(&empty) {
-        println!("refused {}: {}", refused["file"].as_str().unwrap_or("?"), refused["error"].as_str().unwrap_or("?"));
+        println!(
+            "refused {}: {}",
+            refused["file"].as_str().unwrap_or("?"),
+            refused["error"].as_str().unwrap_or("?")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

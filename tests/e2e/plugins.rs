@@ -15,7 +15,11 @@ async fn counts(conn: &mut RawConn, n: u64) -> Vec<u64> {
     let mut seen = Vec::new();
     for i in 0..n {
         let response = conn.call("cntResponse", i, json!(null)).await;
-        seen.push(response["resultJob"]["cnt"].as_u64().unwrap_or_else(|| panic!("{response}")));
+        seen.push(
+            response["resultJob"]["cnt"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{response}")),
+        );
     }
     seen
 }
@@ -26,10 +30,17 @@ async fn a_wasm_plugin_in_the_folder_at_start_serves_its_type() {
     dir.drop_in("counter.wasm", "counter.wasm");
     let host = host_on(&dir).await;
     let mut conn = host.raw().await;
-    assert_eq!(counts(&mut conn, 3).await, vec![0, 1, 2], "state lives in the lane's instance");
+    assert_eq!(
+        counts(&mut conn, 3).await,
+        vec![0, 1, 2],
+        "state lives in the lane's instance"
+    );
     let listing = conn.plugins().await;
     let entry = listed(&listing, "counter.wasm").expect("listed");
-    assert_eq!((entry["kind"].as_str(), &entry["types"]), (Some("wasm"), &json!(["cntResponse"])));
+    assert_eq!(
+        (entry["kind"].as_str(), &entry["types"]),
+        (Some("wasm"), &json!(["cntResponse"]))
+    );
     assert_eq!(entry["hash"].as_str().map(str::len), Some(64));
 }
 
@@ -40,7 +51,10 @@ async fn a_native_plugin_serves_its_type() {
     let host = host_on(&dir).await;
     let mut conn = host.raw().await;
     assert_eq!(counts(&mut conn, 3).await, vec![0, 1, 2]);
-    assert_eq!(listed(&conn.plugins().await, "counter.so").unwrap()["kind"], "native");
+    assert_eq!(
+        listed(&conn.plugins().await, "counter.so").unwrap()["kind"],
+        "native"
+    );
 }
 
 #[tokio::test]
@@ -48,23 +62,35 @@ async fn plugins_dropped_replaced_and_removed_while_serving() {
     let dir = PluginDir::new();
     let host = host_on(&dir).await;
     let mut conn = host.raw().await;
-    assert_eq!(code(&conn.call("cntResponse", 1, json!(null)).await), "unknown_type");
+    assert_eq!(
+        code(&conn.call("cntResponse", 1, json!(null)).await),
+        "unknown_type"
+    );
 
     dir.drop_in("counter.wasm", "counter.wasm");
-    conn.wait_plugins(|l| listed(l, "counter.wasm").is_some()).await;
+    conn.wait_plugins(|l| listed(l, "counter.wasm").is_some())
+        .await;
     assert_eq!(counts(&mut conn, 2).await, vec![0, 1]);
 
     // Replaced by a file serving other types: the old type goes, the new ones come.
     dir.drop_in("counter.wasm", "misbehave.wasm");
-    conn.wait_plugins(|l| listed(l, "counter.wasm").is_some_and(|p| p["types"] != json!(["cntResponse"])))
-        .await;
-    assert_eq!(code(&conn.call("cntResponse", 2, json!(null)).await), "unknown_type");
+    conn.wait_plugins(|l| {
+        listed(l, "counter.wasm").is_some_and(|p| p["types"] != json!(["cntResponse"]))
+    })
+    .await;
+    assert_eq!(
+        code(&conn.call("cntResponse", 2, json!(null)).await),
+        "unknown_type"
+    );
     let echo = conn.call("misbehave.echo", 3, json!({"x": 1})).await;
     assert_eq!(echo["resultJob"]["payload"], json!({"x": 1}));
 
     dir.remove("counter.wasm");
     conn.wait_plugins(|l| l["plugins"] == json!([])).await;
-    assert_eq!(code(&conn.call("misbehave.echo", 4, json!(null)).await), "unknown_type");
+    assert_eq!(
+        code(&conn.call("misbehave.echo", 4, json!(null)).await),
+        "unknown_type"
+    );
     let _ = host;
 }
 
@@ -77,9 +103,17 @@ async fn bad_files_are_refused_and_the_old_version_keeps_serving() {
     assert_eq!(counts(&mut conn, 1).await, vec![0]);
 
     dir.put("counter.wasm", b"\0asm but not really a component");
-    let listing = conn.wait_plugins(|l| refused(l, "counter.wasm").is_some()).await;
-    assert!(refused(&listing, "counter.wasm").unwrap().contains("counter.wasm"));
-    assert_eq!(counts(&mut conn, 1).await, vec![1], "the old instance serves on, state and all");
+    let listing = conn
+        .wait_plugins(|l| refused(l, "counter.wasm").is_some())
+        .await;
+    assert!(refused(&listing, "counter.wasm")
+        .unwrap()
+        .contains("counter.wasm"));
+    assert_eq!(
+        counts(&mut conn, 1).await,
+        vec![1],
+        "the old instance serves on, state and all"
+    );
 
     dir.put("junk.so", b"not an ELF file");
     dir.drop_in("wrong-abi.so", "wrong-abi.so");
@@ -99,9 +133,14 @@ async fn a_plugin_claiming_a_served_type_is_refused_naming_both_files() {
     let mut conn = host.raw().await;
     assert_eq!(counts(&mut conn, 1).await, vec![0]);
     dir.drop_in("b-counter.so", "counter.so");
-    let listing = conn.wait_plugins(|l| refused(l, "b-counter.so").is_some()).await;
+    let listing = conn
+        .wait_plugins(|l| refused(l, "b-counter.so").is_some())
+        .await;
     let error = refused(&listing, "b-counter.so").unwrap();
-    assert!(error.contains("b-counter.so") && error.contains("a-counter.wasm"), "{error}");
+    assert!(
+        error.contains("b-counter.so") && error.contains("a-counter.wasm"),
+        "{error}"
+    );
     assert_eq!(counts(&mut conn, 1).await, vec![1]);
     assert_eq!(listed(&listing, "a-counter.wasm").unwrap()["kind"], "wasm");
 }
@@ -126,12 +165,18 @@ async fn misbehaving_wasm_guests_answer_errors_and_the_host_serves_on() {
         let response = conn.call(kind, 1, json!(null)).await;
         assert_eq!(code(&response), expected, "{kind}: {response}");
         let echo = conn.call("misbehave.echo", 2, json!(kind)).await;
-        assert_eq!(echo["resultJob"]["payload"], kind, "a fresh instance serves after {kind}");
+        assert_eq!(
+            echo["resultJob"]["payload"], kind,
+            "a fresh instance serves after {kind}"
+        );
         assert!(conn.call("ping", 3, json!(null)).await["resultJob"]["pong"].is_u64());
     }
     let retried = conn.call("misbehave.retry", 4, json!(null)).await;
     assert_eq!(code(&retried), "jobber_failed");
-    assert!(retried["resultJob"]["err"].as_str().unwrap().contains("5 attempts"));
+    assert!(retried["resultJob"]["err"]
+        .as_str()
+        .unwrap()
+        .contains("5 attempts"));
 }
 
 #[tokio::test]
@@ -142,7 +187,10 @@ async fn a_panicking_native_plugin_answers_jobber_failed_and_the_host_serves_on(
     let mut conn = host.raw().await;
     let response = conn.call("misbehave.panic", 1, json!(null)).await;
     assert_eq!(code(&response), "jobber_failed");
-    assert!(response["resultJob"]["err"].as_str().unwrap().contains("deliberate panic"));
+    assert!(response["resultJob"]["err"]
+        .as_str()
+        .unwrap()
+        .contains("deliberate panic"));
     let echo = conn.call("misbehave.echo", 2, json!("after")).await;
     assert_eq!(echo["resultJob"]["payload"], "after");
 }
@@ -151,14 +199,17 @@ async fn a_panicking_native_plugin_answers_jobber_failed_and_the_host_serves_on(
 async fn guests_reach_the_host_api() {
     let dir = PluginDir::new();
     dir.drop_in("misbehave.wasm", "misbehave.wasm");
-    dir.drop_in("misbehave-native.so", "misbehave.so");
+    dir.drop_in("z-misbehave.so", "misbehave.so");
     let host = host_on(&dir).await;
     let mut conn = host.raw().await;
     let now = conn.call("misbehave.log", 1, json!(null)).await;
-    assert!(now["resultJob"]["now"].as_u64().unwrap() > 1_600_000_000_000, "{now}");
-    // The native file clashes with the WASM one and is refused; the listing says so.
+    assert!(
+        now["resultJob"]["now"].as_u64().unwrap() > 1_600_000_000_000,
+        "{now}"
+    );
+    // The native file (later by name) clashes with the WASM one and is refused.
     let listing = conn.plugins().await;
-    assert!(refused(&listing, "misbehave-native.so").is_some(), "{listing}");
+    assert!(refused(&listing, "z-misbehave.so").is_some(), "{listing}");
 }
 
 /// A component with a custom section appended: the same behaviour, other bytes (a new hash).
@@ -193,7 +244,10 @@ async fn a_plugin_replaced_twenty_times_under_load_fails_and_loses_nothing() {
             }
             for _ in 0..4 {
                 let response = load.next().await;
-                assert!(response["resultJob"]["cnt"].is_u64(), "failed during reload: {response}");
+                assert!(
+                    response["resultJob"]["cnt"].is_u64(),
+                    "failed during reload: {response}"
+                );
                 answered += 1;
             }
             if stopped.try_recv().is_ok() {
@@ -217,7 +271,10 @@ async fn a_plugin_replaced_twenty_times_under_load_fails_and_loses_nothing() {
 
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[tokio::test]
@@ -226,7 +283,10 @@ async fn a_restart_takes_compiled_components_from_the_cache() {
     dir.drop_in("counter.wasm", "counter.wasm");
     let first = host_on(&dir).await;
     let listing = first.raw().await.plugins().await;
-    assert_eq!(listed(&listing, "counter.wasm").unwrap()["fromCache"], false);
+    assert_eq!(
+        listed(&listing, "counter.wasm").unwrap()["fromCache"],
+        false
+    );
     first.shutdown().await.unwrap();
 
     let second = host_on(&dir).await;

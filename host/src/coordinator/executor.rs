@@ -58,7 +58,9 @@ pub(crate) fn spawn(batch: Batch, shared: Arc<Shared>, done: UnboundedSender<Mes
             tokio::spawn(async move {
                 let mut run = Run::new(&batch, &shared);
                 while let Some(demand) = run.next() {
-                    let outcome = call_async(handler.as_ref(), demand.request.clone(), run.limits.timeout).await;
+                    let outcome =
+                        call_async(handler.as_ref(), demand.request.clone(), run.limits.timeout)
+                            .await;
                     run.settle(demand, outcome);
                 }
                 run.report(batch, &done);
@@ -79,16 +81,16 @@ pub(crate) fn spawn(batch: Batch, shared: Arc<Shared>, done: UnboundedSender<Mes
 
 /// The bookkeeping of one batch run, the same for both executors.
 struct Run<'a> {
-    pending: &'a Pending,
+    pending: Pending,
     draining: &'a AtomicBool,
     limits: Limits,
     retries: Vec<Demand>,
 }
 
 impl<'a> Run<'a> {
-    fn new(batch: &'a Batch, shared: &'a Shared) -> Self {
+    fn new(batch: &Batch, shared: &'a Shared) -> Self {
         Run {
-            pending: &batch.pending,
+            pending: batch.pending.clone(),
             draining: &shared.draining,
             limits: shared.limits,
             retries: Vec::new(),
@@ -99,7 +101,7 @@ impl<'a> Run<'a> {
     /// the rest are refused.
     fn next(&mut self) -> Option<Demand> {
         loop {
-            let demand = lock(self.pending).pop_front()?;
+            let demand = lock(&self.pending).pop_front()?;
             if !demand.peer.is_open() {
                 continue;
             }
@@ -115,7 +117,9 @@ impl<'a> Run<'a> {
         let request = &demand.request;
         match outcome {
             Outcome::Done(value) => demand.peer.reply(request, value),
-            Outcome::Refused(JobError::Retry(reason)) if request.attempt < self.limits.max_attempts => {
+            Outcome::Refused(JobError::Retry(reason))
+                if request.attempt < self.limits.max_attempts =>
+            {
                 demand.request.attempt += 1;
                 demand.last_error = Some(reason);
                 self.retries.push(demand);
@@ -149,7 +153,9 @@ fn fail(demand: &Demand, reason: &str) {
     } else {
         reason.to_owned()
     };
-    demand.peer.reply_error(&demand.request, ErrorCode::JobberFailed, &err);
+    demand
+        .peer
+        .reply_error(&demand.request, ErrorCode::JobberFailed, &err);
 }
 
 /// Calls an in-process jobber. A future that is ready at once (the common case for quick

@@ -139,7 +139,9 @@ impl Coordinator {
         }
         let Some(route) = self.routes.get_mut(request.kind.as_ref()) else {
             let err = format!("no handler for request type '{}'", request.kind);
-            return demand.peer.reply_error(request, ErrorCode::UnknownType, &err);
+            return demand
+                .peer
+                .reply_error(request, ErrorCode::UnknownType, &err);
         };
         if route.lane.push(demand) {
             self.ready.push(route.kind.clone());
@@ -220,11 +222,16 @@ impl Coordinator {
             .iter()
             .map(|(kind, route)| {
                 let (queued, running) = route.counts();
-                (kind.as_ref(), json!({ "queued": queued, "inFlight": running }))
+                (
+                    kind.as_ref(),
+                    json!({ "queued": queued, "inFlight": running }),
+                )
             })
             .collect();
-        let queues: Map<String, Value> = sorted.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-        tracing::info!(queues = %Value::Object(queues.clone()), "queue print requested");
+        let queues: Map<String, Value> =
+            sorted.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let logged = Value::Object(queues.clone());
+        tracing::info!(queues = %logged, "queue print requested");
         let status = json!({
             "queues": queues,
             "connections": self.gauge.connections(),
@@ -245,7 +252,9 @@ impl Coordinator {
 
 pub(crate) fn refuse_shutting_down(demand: &Demand) {
     let err = "the server is shutting down; the request was not run";
-    demand.peer.reply_error(&demand.request, ErrorCode::ShuttingDown, err);
+    demand
+        .peer
+        .reply_error(&demand.request, ErrorCode::ShuttingDown, err);
 }
 
 fn refuse_removed(demand: &Demand) {
@@ -253,7 +262,9 @@ fn refuse_removed(demand: &Demand) {
         "the plugin serving '{}' was removed before the request ran",
         demand.request.kind
     );
-    demand.peer.reply_error(&demand.request, ErrorCode::HandlerRemoved, &err);
+    demand
+        .peer
+        .reply_error(&demand.request, ErrorCode::HandlerRemoved, &err);
 }
 
 async fn tick(report: &mut Option<tokio::time::Interval>) {

@@ -41,7 +41,11 @@ impl Coordinator {
             let jobber = Jobber::Plugin(Arc::new(PluginLane::new(plugin.clone())));
             self.swap_or_add(kind, jobber);
         }
-        let action = if old.is_some() { "plugin replaced" } else { "plugin loaded" };
+        let action = if old.is_some() {
+            "plugin replaced"
+        } else {
+            "plugin loaded"
+        };
         tracing::info!(
             file,
             kind = plugin.kind.as_str(),

@@ -18,7 +18,9 @@ use std::time::Duration;
 pub(crate) type Pending = Arc<Mutex<VecDeque<Demand>>>;
 
 pub(crate) fn lock(pending: &Pending) -> MutexGuard<'_, VecDeque<Demand>> {
-    pending.lock().expect("batch lock is never held across a panic")
+    pending
+        .lock()
+        .expect("batch lock is never held across a panic")
 }
 
 /// How a type is served.
@@ -104,7 +106,10 @@ impl Route {
     /// (waiting, running): the batch's requests not yet started count as waiting.
     pub(crate) fn counts(&self) -> (usize, usize) {
         let in_batch = lock(&self.batch).len();
-        (self.lane.queued() + in_batch, usize::from(self.lane.is_busy()))
+        (
+            self.lane.queued() + in_batch,
+            usize::from(self.lane.is_busy()),
+        )
     }
 
     /// Every request not yet started, batch first, in order; the lane stays busy if a batch

@@ -11,9 +11,11 @@ pub(crate) mod native;
 pub(crate) mod wasm;
 pub(crate) mod watcher;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The two kinds of plugin file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,4 +135,84 @@ pub(crate) enum LoadError {
     /// The file is not a plugin of its kind (garbage, wrong world, missing exports, wrong ABI).
     #[error("plugin {}: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
+}
+
+// What both loaders share: reading a file, checking declared types, writing private copies,
+// and the `host` interface of the WIT world (log, now-ms).
+
+/// Reads a plugin file and hashes its bytes (SHA-256, hex); the loaders use these bytes, so
+/// the hash describes exactly what runs even if the file changes meanwhile.
+pub(crate) fn read_plugin(path: &Path) -> Result<(Vec<u8>, String), LoadError> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+        path: path.to_owned(),
+        what: "cannot read the file",
+        source,
+    })?;
+    let hash = Sha256::digest(&bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    Ok((bytes, hash))
+}
+
+/// Refuses a plugin that declares no types, an empty type, or one type twice.
+pub(crate) fn check_types(path: &Path, types: Vec<String>) -> Result<Vec<String>, LoadError> {
+    let invalid = |reason: String| LoadError::Invalid {
+        path: path.to_owned(),
+        reason,
+    };
+    if types.is_empty() {
+        return Err(invalid(
+            "declares no request types; did you call export_jobber!?".into(),
+        ));
+    }
+    for (at, kind) in types.iter().enumerate() {
+        if kind.is_empty() {
+            return Err(invalid("declares an empty request type".into()));
+        }
+        if types[..at].contains(kind) {
+            return Err(invalid(format!("declares request type `{kind}` twice")));
+        }
+    }
+    Ok(types)
+}
+
+/// Writes `bytes` to `path` so that no reader ever sees a partial file: a synced temporary
+/// file in the same folder, then a rename over `path`.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let unique = NEXT.fetch_add(1, Ordering::Relaxed);
+    let temp = path.with_extension(format!("tmp-{}-{unique}", std::process::id()));
+    let written = std::fs::File::create(&temp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    let renamed = written.and_then(|()| std::fs::rename(&temp, path));
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    renamed
+}
+
+/// Writes a line a plugin logged through the host API (`level` in the WIT's order, as
+/// `resman_sdk::native::level`; an unknown level logs as error), tagged with the plugin's
+/// file and the request type being served.
+pub(crate) fn log_from_plugin(level: u32, file: &str, kind: &str, message: &str) {
+    use resman_sdk::native::level::{DEBUG, INFO, TRACE, WARN};
+    match level {
+        TRACE => tracing::trace!(plugin = file, r#type = kind, "{message}"),
+        DEBUG => tracing::debug!(plugin = file, r#type = kind, "{message}"),
+        INFO => tracing::info!(plugin = file, r#type = kind, "{message}"),
+        WARN => tracing::warn!(plugin = file, r#type = kind, "{message}"),
+        _ => tracing::error!(plugin = file, r#type = kind, "{message}"),
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is set before it).
+pub(crate) fn now_ms() -> u64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
 }

@@ -1,1 +1,710 @@
-//! WASM plugins (placeholder).
+//! WASM plugins: components of the `jobber` world (`sdk/wit/resman.wit`), run by wasmtime.
+//!
+//! One [`WasmRuntime`] per host owns the engine, the linker (WASI p2 granting nothing, plus
+//! the `host` interface) and the epoch ticker. Loading a file compiles it once (or reads the
+//! compiled artifact from the on-disk cache), checks it implements the world, asks it for its
+//! request types, and keeps an `InstancePre`, so compile and link costs never reach the
+//! request path; each instance is then a fresh `Store` plus instantiation.
+//!
+//! Sandbox: no preopened folders, environment, network or inherited stdio; linear memory is
+//! capped per store; every call runs under an epoch deadline. The deadline interrupts guest
+//! code only: a guest blocked in a host call (a WASI sleep, say) is not interrupted.
+//!
+//! Calls block the calling thread, and WASI's sync bindings enter a tokio runtime: run them
+//! on a blocking thread (`spawn_blocking`), never on an async worker. Reading the compiled
+//! cache is the host's one `unsafe` outside `native.rs`: wasmtime cannot verify an artifact,
+//! so the cache folder must hold only what this host wrote.
+
+use super::{
+    CallOutcome, Instance, InstanceFactory, LoadError, LoadedPlugin, PluginKind, PluginRequest,
+};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+mod bindings {
+    wasmtime::component::bindgen!({ path: "../sdk/wit", world: "jobber" });
+}
+
+use bindings::resman::jobber::host::{self as host_api, Level};
+use bindings::resman::jobber::types::{self as types_api, JobError, Request};
+use bindings::{Jobber, JobberPre};
+
+/// How often the ticker advances the engine's epoch: the resolution of every deadline.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// The deadline for instantiating a component and for its `handles` export at load time.
+const SETUP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Settings of the WASM runtime.
+#[derive(Clone, Debug)]
+pub(crate) struct WasmConfig {
+    /// The most linear memory one instance may use, all its memories together; growing past
+    /// it traps (default 64 MiB).
+    pub(crate) memory_limit_bytes: usize,
+    /// Where compiled components are cached across restarts; the folder must be private to
+    /// this host, which trusts every artifact it finds there.
+    pub(crate) cache_dir: Option<PathBuf>,
+}
+
+impl Default for WasmConfig {
+    fn default() -> Self {
+        WasmConfig {
+            memory_limit_bytes: 64 * 1024 * 1024,
+            cache_dir: None,
+        }
+    }
+}
+
+/// The engine, linker and epoch ticker shared by every WASM plugin of the host.
+pub(crate) struct WasmRuntime {
+    engine: Engine,
+    linker: Linker<StoreState>,
+    config: WasmConfig,
+    /// Names this engine's compiled artifacts in the cache, so no other engine reads them.
+    compat_key: String,
+    /// Shared with every factory: deadlines work as long as any plugin can run.
+    ticker: Arc<EpochTicker>,
+}
+
+impl WasmRuntime {
+    /// Builds the engine and linker, creates the cache folder and starts the epoch ticker.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError`] when the engine cannot be configured on this platform, the cache folder
+    /// cannot be created, or the ticker thread cannot start.
+    pub(crate) fn new(config: WasmConfig) -> Result<Self, LoadError> {
+        let runtime_error = |reason: String| LoadError::Invalid {
+            path: PathBuf::from("<wasm runtime>"),
+            reason,
+        };
+        let engine = Engine::new(&engine_config())
+            .map_err(|err| runtime_error(format!("cannot start the engine: {err:#}")))?;
+        let linker = linker(&engine)
+            .map_err(|err| runtime_error(format!("cannot link the host API: {err:#}")))?;
+        if let Some(dir) = &config.cache_dir {
+            std::fs::create_dir_all(dir).map_err(|source| LoadError::Io {
+                path: dir.clone(),
+                what: "cannot create the compiled-component cache folder",
+                source,
+            })?;
+        }
+        let ticker = EpochTicker::start(engine.clone()).map_err(|source| LoadError::Io {
+            path: PathBuf::from("<wasm runtime>"),
+            what: "cannot start the epoch ticker thread",
+            source,
+        })?;
+        Ok(WasmRuntime {
+            compat_key: compat_key(&engine),
+            engine,
+            linker,
+            config,
+            ticker: Arc::new(ticker),
+        })
+    }
+
+    /// Loads a component: compiles it (or reads it from the cache), checks it implements the
+    /// `jobber` world, and asks a fresh instance for its request types.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError`] naming `path` when the file cannot be read, is not a component of the
+    /// world, traps or runs past [`SETUP_DEADLINE`] in `handles`, or declares no valid types.
+    pub(crate) fn load(&self, path: &Path) -> Result<LoadedPlugin, LoadError> {
+        let started = Instant::now();
+        let (bytes, hash) = super::read_plugin(path)?;
+        let (component, from_cache) = self.compile(path, &bytes, &hash)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(JobberPre::new)
+            .map_err(|err| not_a_jobber(path, &err))?;
+        let factory = WasmFactory {
+            path: path.to_owned(),
+            file: file_name(path),
+            pre,
+            memory_limit_bytes: self.config.memory_limit_bytes,
+            _ticker: Arc::clone(&self.ticker),
+        };
+        let types = super::check_types(path, factory.declared_types()?)?;
+        Ok(LoadedPlugin {
+            path: path.to_owned(),
+            kind: PluginKind::Wasm,
+            types,
+            hash,
+            loaded_at: SystemTime::now(),
+            load_time: started.elapsed(),
+            from_cache,
+            factory: Arc::new(factory),
+        })
+    }
+
+    /// The compiled component and whether it came from the cache.
+    fn compile(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        hash: &str,
+    ) -> Result<(Component, bool), LoadError> {
+        let Some(dir) = &self.config.cache_dir else {
+            return Ok((self.compile_fresh(path, bytes)?, false));
+        };
+        let cached = dir.join(format!("{hash}-{}.cwasm", self.compat_key));
+        if let Some(component) = self.read_cached(&cached) {
+            return Ok((component, true));
+        }
+        let component = self.compile_fresh(path, bytes)?;
+        self.write_cached(&component, &cached);
+        Ok((component, false))
+    }
+
+    fn compile_fresh(&self, path: &Path, bytes: &[u8]) -> Result<Component, LoadError> {
+        Component::new(&self.engine, bytes).map_err(|err| not_a_jobber(path, &err))
+    }
+
+    /// The cached artifact, if there is a readable one; an unreadable one is deleted.
+    fn read_cached(&self, cached: &Path) -> Option<Component> {
+        if !cached.is_file() {
+            return None;
+        }
+        // SAFETY: deserializing trusts the file to be an artifact wasmtime produced. Every
+        // file named like this in the cache folder was written by `write_cached` (the folder
+        // is private to this host, see `WasmConfig::cache_dir`), and written atomically
+        // (synced temporary file, then rename), so it is never seen half-written; its name
+        // carries this engine's compatibility key, and wasmtime checks that key again.
+        let result = unsafe { Component::deserialize_file(&self.engine, cached) };
+        match result {
+            Ok(component) => Some(component),
+            Err(err) => {
+                tracing::warn!(cache = %cached.display(), error = %format!("{err:#}"),
+                    "compiled component unreadable; deleting it and compiling again");
+                let _ = std::fs::remove_file(cached);
+                None
+            }
+        }
+    }
+
+    /// Caches `component`; a failure only costs a compile next time, so it is logged.
+    fn write_cached(&self, component: &Component, cached: &Path) {
+        let written = component
+            .serialize()
+            .map_err(|err| format!("{err:#}"))
+            .and_then(|bytes| super::write_atomically(cached, &bytes).map_err(|e| e.to_string()));
+        if let Err(error) = written {
+            tracing::warn!(cache = %cached.display(), %error,
+                "cannot cache the compiled component; it will be compiled again next time");
+        }
+    }
+}
+
+/// Cranelift, components, epochs. Instances use on-demand allocation, not the pooling
+/// allocator: each lane keeps its instance for many calls, so faster instantiation would buy
+/// little, and pooling needs fixed totals (instances, memories) decided up front.
+fn engine_config() -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .strategy(wasmtime::Strategy::Cranelift);
+    config
+}
+
+/// The linker every component is instantiated with: WASI p2 (sync) and the `host` interface.
+fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    Jobber::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| state)?;
+    Ok(linker)
+}
+
+/// A short key for this engine's artifact format. `DefaultHasher` is stable within one build
+/// of the host; another build may miss the cache but never reads a wrong artifact, since
+/// wasmtime also checks compatibility when deserializing.
+fn compat_key(engine: &Engine) -> String {
+    let mut hasher = std::hash::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+fn not_a_jobber(path: &Path, err: &wasmtime::Error) -> LoadError {
+    LoadError::Invalid {
+        path: path.to_owned(),
+        reason: format!("not a WebAssembly component of the resman jobber world: {err:#}"),
+    }
+}
+
+fn file_name(path: &Path) -> Arc<str> {
+    path.file_name()
+        .unwrap_or(path.as_os_str())
+        .to_string_lossy()
+        .into()
+}
+
+/// Epoch ticks for `deadline`, rounded up: the guest is interrupted within one tick of it.
+fn ticks(deadline: Duration) -> u64 {
+    let ticks = deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1);
+    // Far beyond any real deadline, and far from overflowing the engine's epoch counter.
+    u64::try_from(ticks).unwrap_or(u64::MAX).min(u64::MAX / 2)
+}
+
+/// What a trap says, without the wasm backtrace.
+fn describe(err: &wasmtime::Error) -> String {
+    match err.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => err.root_cause().to_string(),
+    }
+}
+
+/// The data of one store: the sandboxed WASI context and what the `host` interface needs.
+struct StoreState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    cap: MemoryCap,
+    /// The plugin's file name, for its log lines.
+    file: Arc<str>,
+    /// The request type being served, for its log lines (empty while loading).
+    kind: String,
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl host_api::Host for StoreState {
+    fn log(&mut self, level: Level, message: String) {
+        use resman_sdk::native::level;
+        let level = match level {
+            Level::Trace => level::TRACE,
+            Level::Debug => level::DEBUG,
+            Level::Info => level::INFO,
+            Level::Warn => level::WARN,
+            Level::Error => level::ERROR,
+        };
+        super::log_from_plugin(level, &self.file, &self.kind, &message);
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        super::now_ms()
+    }
+}
+
+impl types_api::Host for StoreState {}
+
+/// The memory cap of one store: all the linear memories of its instance together (a
+/// component made of several modules has one per module), with a message that says so.
+struct MemoryCap {
+    limit: usize,
+    /// Bytes granted so far, over all memories.
+    used: usize,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|maximum| desired > maximum) {
+            return Ok(false);
+        }
+        let used = self.used.saturating_sub(current) + desired;
+        if used > self.limit {
+            wasmtime::bail!(
+                "memory cap of {} bytes reached (the guest asked for {used} in all)",
+                self.limit
+            );
+        }
+        self.used = used;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(maximum.is_none_or(|maximum| desired <= maximum))
+    }
+}
+
+/// Makes instances of one loaded component.
+struct WasmFactory {
+    path: PathBuf,
+    file: Arc<str>,
+    /// Linked and type-checked once at load.
+    pre: JobberPre<StoreState>,
+    memory_limit_bytes: usize,
+    /// Keeps deadlines ticking while this plugin can run, even after the runtime is gone.
+    _ticker: Arc<EpochTicker>,
+}
+
+impl WasmFactory {
+    fn instance(&self) -> wasmtime::Result<WasmInstance> {
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = StoreState {
+            wasi,
+            table: ResourceTable::new(),
+            cap: MemoryCap {
+                limit: self.memory_limit_bytes,
+                used: 0,
+            },
+            file: Arc::clone(&self.file),
+            kind: String::new(),
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|state| &mut state.cap);
+        store.set_epoch_deadline(ticks(SETUP_DEADLINE));
+        let jobber = self.pre.instantiate(&mut store)?;
+        Ok(WasmInstance { store, jobber })
+    }
+
+    /// Calls `handles` once, on an instance made for the purpose.
+    fn declared_types(&self) -> Result<Vec<String>, LoadError> {
+        let mut instance = self
+            .instance()
+            .map_err(|err| self.invalid(format!("cannot instantiate: {}", describe(&err))))?;
+        instance.store.set_epoch_deadline(ticks(SETUP_DEADLINE));
+        let store = &mut instance.store;
+        instance.jobber.call_handles(store).map_err(|err| {
+            self.invalid(match err.downcast_ref::<Trap>() {
+                Some(Trap::Interrupt) => format!("`handles` ran past {SETUP_DEADLINE:?}"),
+                _ => format!("`handles` trapped: {}", describe(&err)),
+            })
+        })
+    }
+
+    fn invalid(&self, reason: String) -> LoadError {
+        LoadError::Invalid {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+}
+
+impl InstanceFactory for WasmFactory {
+    fn instantiate(&self) -> Result<Box<dyn Instance>, LoadError> {
+        match self.instance() {
+            Ok(instance) => Ok(Box::new(instance)),
+            Err(err) => Err(self.invalid(format!("cannot instantiate: {}", describe(&err)))),
+        }
+    }
+}
+
+/// One live component instance in its own store. After a call that trapped (deadline and
+/// memory cap included) it must not be called again: the caller throws it away, as
+/// [`CallOutcome::poisons_instance`] says.
+struct WasmInstance {
+    store: Store<StoreState>,
+    jobber: Jobber,
+}
+
+impl Instance for WasmInstance {
+    fn call(&mut self, request: &PluginRequest<'_>, deadline: Duration) -> CallOutcome {
+        let state = self.store.data_mut();
+        state.kind.clear();
+        state.kind.push_str(request.kind);
+        let request = Request {
+            kind: request.kind.to_owned(),
+            query_index: request.query_index.to_owned(),
+            client_id: request.client_id,
+            attempt: request.attempt,
+            payload: request.payload.to_owned(),
+        };
+        self.store.set_epoch_deadline(ticks(deadline));
+        match self.jobber.call_handle(&mut self.store, &request) {
+            Ok(Ok(json)) => CallOutcome::Done(json),
+            Ok(Err(JobError::Retry(reason))) => CallOutcome::Retry(reason),
+            Ok(Err(JobError::Fail(reason))) => CallOutcome::Fail(reason),
+            Err(err) if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
+                CallOutcome::TimedOut
+            }
+            Err(err) => CallOutcome::Crashed(describe(&err)),
+        }
+    }
+}
+
+/// The thread that advances the engine's epoch every [`EPOCH_TICK`]; stopped and joined on
+/// drop.
+struct EpochTicker {
+    /// Dropping it wakes the thread, which then ends; nothing is ever sent.
+    stop: Option<mpsc::Sender<std::convert::Infallible>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> std::io::Result<Self> {
+        let (stop, stopped) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("resman-epoch".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(EPOCH_TICK) {
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(EpochTicker {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::OnceLock;
+
+    /// The plugin files built by `scripts/build-plugins.sh`, or `None` (with a note) when
+    /// they have not been built.
+    fn plugin_file(name: &str) -> Option<PathBuf> {
+        let dir = std::env::var_os("RESMAN_TEST_PLUGINS").map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/debug"),
+            PathBuf::from,
+        );
+        let path = dir.join(name);
+        if path.is_file() {
+            return Some(path);
+        }
+        eprintln!(
+            "skipped: {} is missing; run scripts/build-plugins.sh",
+            path.display()
+        );
+        None
+    }
+
+    /// One runtime for the tests that need no cache, capped small enough for `alloc`.
+    fn runtime() -> &'static WasmRuntime {
+        static RUNTIME: OnceLock<WasmRuntime> = OnceLock::new();
+        RUNTIME.get_or_init(|| {
+            WasmRuntime::new(WasmConfig {
+                memory_limit_bytes: 32 * 1024 * 1024,
+                cache_dir: None,
+            })
+            .expect("the runtime starts")
+        })
+    }
+
+    /// `misbehave.wasm`, compiled once for all tests.
+    fn misbehave() -> Option<&'static LoadedPlugin> {
+        static MISBEHAVE: OnceLock<LoadedPlugin> = OnceLock::new();
+        let path = plugin_file("misbehave.wasm")?;
+        Some(MISBEHAVE.get_or_init(|| runtime().load(&path).expect("misbehave.wasm loads")))
+    }
+
+    fn request(kind: &str) -> PluginRequest<'_> {
+        PluginRequest {
+            kind,
+            query_index: "7",
+            client_id: 42,
+            attempt: 1,
+            payload: r#"{"n":1}"#,
+        }
+    }
+
+    fn call(instance: &mut dyn Instance, kind: &str) -> CallOutcome {
+        instance.call(&request(kind), Duration::from_secs(5))
+    }
+
+    fn load_error(runtime: &WasmRuntime, path: &Path) -> String {
+        runtime.load(path).expect_err("the load fails").to_string()
+    }
+
+    #[test]
+    fn counter_counts_per_instance_and_a_new_instance_starts_at_zero() {
+        let Some(path) = plugin_file("counter.wasm") else {
+            return;
+        };
+        let plugin = runtime().load(&path).unwrap();
+        assert_eq!(plugin.types, ["cntResponse"]);
+        assert_eq!(plugin.kind, PluginKind::Wasm);
+        assert_eq!(plugin.hash.len(), 64);
+        let mut first = plugin.factory.instantiate().unwrap();
+        for n in 0..3 {
+            let expected = CallOutcome::Done(format!(r#"{{"cnt":{n}}}"#));
+            assert_eq!(call(first.as_mut(), "cntResponse"), expected);
+        }
+        let mut second = plugin.factory.instantiate().unwrap();
+        let expected = CallOutcome::Done(r#"{"cnt":0}"#.into());
+        assert_eq!(call(second.as_mut(), "cntResponse"), expected);
+    }
+
+    #[test]
+    fn verdicts_and_answers_pass_through() {
+        let Some(plugin) = misbehave() else { return };
+        assert!(plugin.types.iter().any(|kind| kind == "misbehave.spin"));
+        let mut instance = plugin.factory.instantiate().unwrap();
+        let instance = instance.as_mut();
+        let failed = CallOutcome::Fail("deliberate failure".into());
+        assert_eq!(call(instance, "misbehave.fail"), failed);
+        let retry = CallOutcome::Retry("deliberate retry".into());
+        assert_eq!(call(instance, "misbehave.retry"), retry);
+        let echo = CallOutcome::Done(r#"{"attempt":1,"payload":{"n":1}}"#.into());
+        assert_eq!(call(instance, "misbehave.echo"), echo);
+        let CallOutcome::Done(logged) = call(instance, "misbehave.log") else {
+            panic!("misbehave.log answers")
+        };
+        assert!(logged.starts_with(r#"{"now":"#), "{logged}");
+    }
+
+    #[test]
+    fn a_trap_crashes_the_call_and_a_new_instance_works() {
+        let Some(plugin) = misbehave() else { return };
+        let mut instance = plugin.factory.instantiate().unwrap();
+        let outcome = call(instance.as_mut(), "misbehave.trap");
+        let CallOutcome::Crashed(reason) = &outcome else {
+            panic!("a trap crashes: {outcome:?}")
+        };
+        assert!(reason.contains("unreachable"), "{reason}");
+        assert!(outcome.poisons_instance());
+        let mut fresh = plugin.factory.instantiate().unwrap();
+        assert!(matches!(
+            call(fresh.as_mut(), "misbehave.echo"),
+            CallOutcome::Done(_)
+        ));
+    }
+
+    #[test]
+    fn a_guest_that_spins_past_its_deadline_times_out() {
+        let Some(plugin) = misbehave() else { return };
+        let mut instance = plugin.factory.instantiate().unwrap();
+        let outcome = instance.call(&request("misbehave.spin"), Duration::from_millis(200));
+        assert_eq!(outcome, CallOutcome::TimedOut);
+    }
+
+    #[test]
+    fn a_guest_that_grows_past_the_memory_cap_crashes() {
+        let Some(plugin) = misbehave() else { return };
+        let mut instance = plugin.factory.instantiate().unwrap();
+        let outcome = call(instance.as_mut(), "misbehave.alloc");
+        let CallOutcome::Crashed(reason) = outcome else {
+            panic!("the memory cap crashes the call: {outcome:?}")
+        };
+        assert!(reason.contains("memory cap of 33554432 bytes"), "{reason}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_jobber_component_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&str, &[u8]); 3] = [
+            ("garbage.wasm", b"this is not WebAssembly"),
+            ("module.wasm", b"\0asm\x01\0\0\0"),
+            ("empty-component.wasm", b"\0asm\x0d\0\x01\0"),
+        ];
+        for (name, bytes) in cases {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let message = load_error(runtime(), &path);
+            assert!(message.contains(name), "{message}");
+            assert!(
+                message.contains("not a WebAssembly component of the resman jobber world"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_an_io_error_naming_it() {
+        let message = load_error(runtime(), Path::new("/nonexistent/gone.wasm"));
+        assert!(
+            message.contains("gone.wasm: cannot read the file"),
+            "{message}"
+        );
+    }
+
+    fn cached_runtime(cache: &Path) -> WasmRuntime {
+        WasmRuntime::new(WasmConfig {
+            cache_dir: Some(cache.to_owned()),
+            ..WasmConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn cache_files(cache: &Path) -> Vec<PathBuf> {
+        let entries = std::fs::read_dir(cache).unwrap();
+        entries.map(|entry| entry.unwrap().path()).collect()
+    }
+
+    #[test]
+    fn a_second_load_comes_from_the_compiled_cache() {
+        let Some(path) = plugin_file("counter.wasm") else {
+            return;
+        };
+        let cache = tempfile::tempdir().unwrap();
+        let runtime = cached_runtime(cache.path());
+        let cold = runtime.load(&path).unwrap();
+        assert!(!cold.from_cache);
+        let files = cache_files(cache.path());
+        assert_eq!(files.len(), 1, "one artifact, no temporary left: {files:?}");
+        let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with(&cold.hash) && name.ends_with(".cwasm"),
+            "{name}"
+        );
+
+        let warm = cached_runtime(cache.path()).load(&path).unwrap();
+        assert!(warm.from_cache);
+        eprintln!(
+            "counter.wasm: cold {:?}, cached {:?}",
+            cold.load_time, warm.load_time
+        );
+        let mut instance = warm.factory.instantiate().unwrap();
+        let expected = CallOutcome::Done(r#"{"cnt":0}"#.into());
+        assert_eq!(call(instance.as_mut(), "cntResponse"), expected);
+    }
+
+    #[test]
+    fn a_corrupt_cache_file_is_replaced_by_a_fresh_compile() {
+        let Some(path) = plugin_file("counter.wasm") else {
+            return;
+        };
+        let cache = tempfile::tempdir().unwrap();
+        let runtime = cached_runtime(cache.path());
+        runtime.load(&path).unwrap();
+        let artifact = cache_files(cache.path()).remove(0);
+        std::fs::write(&artifact, b"corrupt").unwrap();
+
+        let recovered = runtime.load(&path).unwrap();
+        assert!(!recovered.from_cache);
+        let mut instance = recovered.factory.instantiate().unwrap();
+        let expected = CallOutcome::Done(r#"{"cnt":0}"#.into());
+        assert_eq!(call(instance.as_mut(), "cntResponse"), expected);
+        assert!(
+            runtime.load(&path).unwrap().from_cache,
+            "the artifact was rewritten"
+        );
+    }
+
+    #[test]
+    fn deadlines_round_up_to_whole_ticks() {
+        assert_eq!(ticks(Duration::ZERO), 1);
+        assert_eq!(ticks(EPOCH_TICK), 1);
+        assert_eq!(ticks(EPOCH_TICK + Duration::from_nanos(1)), 2);
+        assert_eq!(ticks(Duration::MAX), u64::MAX / 2);
+    }
+}

@@ -23,7 +23,10 @@ pub(crate) const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// Keeps the folder watched until dropped.
 pub(crate) struct Watcher {
-    _debouncer: notify_debouncer_full::Debouncer<notify::RecommendedWatcher, notify_debouncer_full::RecommendedCache>,
+    _debouncer: notify_debouncer_full::Debouncer<
+        notify::RecommendedWatcher,
+        notify_debouncer_full::RecommendedCache,
+    >,
 }
 
 /// What the watcher remembers between events.
@@ -60,13 +63,18 @@ pub(crate) fn start(
         hashes: Mutex::default(),
     });
     let handler = state.clone();
-    let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| match result {
-        Ok(events) => handler.changed(&events),
-        Err(errors) => errors
-            .iter()
-            .for_each(|err| tracing::warn!(error = %err, "plugin folder watch error")),
-    })
-    .map_err(|err| io_error("cannot start watching", std::io::Error::other(err)))?;
+    let mut debouncer =
+        new_debouncer(
+            DEBOUNCE,
+            None,
+            move |result: DebounceEventResult| match result {
+                Ok(events) => handler.changed(&events),
+                Err(errors) => errors
+                    .iter()
+                    .for_each(|err| tracing::warn!(error = %err, "plugin folder watch error")),
+            },
+        )
+        .map_err(|err| io_error("cannot start watching", std::io::Error::other(err)))?;
     debouncer
         .watch(dir, RecursiveMode::NonRecursive)
         .map_err(|err| io_error("cannot watch", std::io::Error::other(err)))?;
@@ -80,29 +88,44 @@ pub(crate) fn start(
 
 impl State {
     fn changed(&self, events: &[DebouncedEvent]) {
-        let paths: BTreeSet<&PathBuf> = events.iter().flat_map(|event| &event.paths).collect();
+        let paths: BTreeSet<&PathBuf> = events
+            .iter()
+            .filter(|event| !event.kind.is_access())
+            .flat_map(|event| &event.paths)
+            .collect();
         paths.into_iter().for_each(|path| self.reconcile(path));
     }
 
     /// Brings the coordinator in line with what `path` is now: loaded, reloaded or removed.
+    /// The start-up scan and the watch thread may reconcile the same file at once; the hash
+    /// table's lock, held throughout, makes them take turns so a file is never loaded twice.
     fn reconcile(&self, path: &Path) {
         if !is_plugin_file(&self.dir, path) {
             return;
         }
+        let mut hashes = self.hashes();
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return self.removed(path),
-            Err(err) => return self.refuse(path, format!("plugin {}: cannot read: {err}", path.display())),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                hashes.remove(path);
+                return self.send(PluginEvent::Removed(path.to_owned()));
+            }
+            Err(err) => {
+                return self.refuse(
+                    path,
+                    format!("plugin {}: cannot read: {err}", path.display()),
+                )
+            }
         };
         let hash = hex(&Sha256::digest(&bytes));
-        if self.hashes().get(path) == Some(&hash) {
+        if hashes.get(path) == Some(&hash) {
             return;
         }
         let _span = tracing::info_span!("plugin", file = %path.display()).entered();
         match self.loader.load(path) {
             Ok(plugin) => {
-                self.hashes().insert(path.to_owned(), plugin.hash.clone());
-                let _ = self.coordinator.send(Message::Plugin(PluginEvent::Loaded(plugin)));
+                hashes.insert(path.to_owned(), plugin.hash.clone());
+                self.send(PluginEvent::Loaded(plugin));
             }
             Err(err) => self.refuse(path, err.to_string()),
         }
@@ -114,16 +137,18 @@ impl State {
             path: path.to_owned(),
             error,
         };
+        self.send(event);
+    }
+
+    fn send(&self, event: PluginEvent) {
+        // Fails only once the host has shut down, when nothing is served any more.
         let _ = self.coordinator.send(Message::Plugin(event));
     }
 
-    fn removed(&self, path: &Path) {
-        self.hashes().remove(path);
-        let _ = self.coordinator.send(Message::Plugin(PluginEvent::Removed(path.to_owned())));
-    }
-
     fn hashes(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, String>> {
-        self.hashes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.hashes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

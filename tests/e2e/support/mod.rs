@@ -213,7 +213,10 @@ impl PluginDir {
 
     /// Drops the built artifact `artifact_name` into the folder as `name`.
     pub fn drop_in(&self, name: &str, artifact_name: &str) {
-        self.put(name, &std::fs::read(artifact(artifact_name)).expect("read artifact"));
+        self.put(
+            name,
+            &std::fs::read(artifact(artifact_name)).expect("read artifact"),
+        );
     }
 
     pub fn remove(&self, name: &str) {
@@ -253,10 +256,17 @@ impl RawConn {
 
 /// The entry of `file` in a `srvPlugins` listing.
 pub fn listed<'a>(listing: &'a Value, file: &str) -> Option<&'a Value> {
-    listing["plugins"].as_array()?.iter().find(|p| p["file"] == file)
+    listing["plugins"]
+        .as_array()?
+        .iter()
+        .find(|p| p["file"] == file)
 }
 
 /// The refusal of `file` in a `srvPlugins` listing.
 pub fn refused<'a>(listing: &'a Value, file: &str) -> Option<&'a str> {
-    listing["refused"].as_array()?.iter().find(|p| p["file"] == file)?["error"].as_str()
+    listing["refused"]
+        .as_array()?
+        .iter()
+        .find(|p| p["file"] == file)?["error"]
+        .as_str()
 }
