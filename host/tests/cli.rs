@@ -119,6 +119,24 @@ fn serve_answers_call_and_bench_then_exits_zero_on_sigterm() {
     assert_eq!(report["requests"], 2000);
     assert_eq!(report["errors"], 0);
 
+    let out = resman()
+        .args(["plugins", "--addr", &served.addr.to_string()])
+        .output()
+        .expect("resman plugins runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("file"),
+        "a table header"
+    );
+    assert!(
+        dir.path().join("plugins").is_dir(),
+        "the default plugins folder is created"
+    );
+
     let status = served.terminate();
     assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
 }

@@ -295,3 +295,42 @@ async fn a_restart_takes_compiled_components_from_the_cache() {
     assert_eq!(listed(&listing, "counter.wasm").unwrap()["fromCache"], true);
     assert_eq!(counts(&mut conn, 1).await, vec![0]);
 }
+
+#[tokio::test]
+async fn requests_queued_for_a_removed_plugin_are_answered_handler_removed() {
+    let dir = PluginDir::new();
+    dir.drop_in("misbehave.wasm", "misbehave.wasm");
+    let config = resman::Config {
+        jobber_timeout: Duration::from_secs(2),
+        ..dir.config()
+    };
+    let host = TestHost::start(Host::builder(), config).await;
+    let mut conn = host.raw().await;
+    conn.send("misbehave.spin", 1, json!(null)).await;
+    conn.send("misbehave.spin", 2, json!(null)).await;
+    let mut observer = host.raw().await;
+    within(async {
+        loop {
+            let queues = observer.call("srvQueuePrint", 0, json!(null)).await;
+            if queues["resultJob"]["queues"]["misbehave.spin"]
+                == json!({"queued": 1, "inFlight": 1})
+            {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    dir.remove("misbehave.wasm");
+    let queued = conn.next().await;
+    assert_eq!(
+        (queued["queryIndex"].as_u64(), code(&queued)),
+        (Some(2), "handler_removed")
+    );
+    let running = conn.next().await;
+    assert_eq!(
+        (running["queryIndex"].as_u64(), code(&running)),
+        (Some(1), "timeout"),
+        "the running one finishes"
+    );
+}

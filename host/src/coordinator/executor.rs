@@ -38,6 +38,8 @@ pub(crate) struct Shared {
 /// How one call ended.
 enum Outcome {
     Done(Value),
+    /// A plugin's answer, JSON text not yet validated.
+    DoneJson(String),
     Refused(JobError),
     TimedOut,
     Crashed(String),
@@ -117,6 +119,11 @@ impl<'a> Run<'a> {
         let request = &demand.request;
         match outcome {
             Outcome::Done(value) => demand.peer.reply(request, value),
+            Outcome::DoneJson(json) => {
+                if let Err(err) = demand.peer.reply_json(request, &json) {
+                    fail(&demand, &format!("plugin answered invalid JSON: {err}"));
+                }
+            }
             Outcome::Refused(JobError::Retry(reason))
                 if request.attempt < self.limits.max_attempts =>
             {
@@ -192,10 +199,7 @@ fn call_plugin(lane: &PluginLane, request: &Request, timeout: Duration) -> Outco
         payload: request.payload.as_deref().map_or("null", |raw| raw.get()),
     };
     match lane.call(&call, timeout) {
-        CallOutcome::Done(json) => match serde_json::from_str(&json) {
-            Ok(value) => Outcome::Done(value),
-            Err(err) => Outcome::Crashed(format!("plugin answered invalid JSON: {err}")),
-        },
+        CallOutcome::Done(json) => Outcome::DoneJson(json),
         CallOutcome::Retry(reason) => Outcome::Refused(JobError::Retry(reason)),
         CallOutcome::Fail(reason) => Outcome::Refused(JobError::Fail(reason)),
         CallOutcome::Crashed(reason) => Outcome::Crashed(reason),

@@ -153,7 +153,41 @@ impl Peer {
         self.push(kind, Some(query_index), error_value(code, err));
     }
 
+    /// Answers `request` with a result that is JSON text (a plugin's answer), without
+    /// building a `Value` for it unless it carries a `type` to move to the top level.
+    ///
+    /// # Errors
+    ///
+    /// When `json` is not valid JSON; nothing is answered then.
+    pub(crate) fn reply_json(
+        &self,
+        request: &Request,
+        json: &str,
+    ) -> Result<(), serde_json::Error> {
+        /// Validates an object while looking only for its `type`.
+        #[derive(serde::Deserialize)]
+        struct Probe {
+            #[serde(rename = "type")]
+            kind: Option<serde::de::IgnoredAny>,
+        }
+        let text = json.trim();
+        if text.starts_with('{') {
+            if serde_json::from_str::<Probe>(text)?.kind.is_some() {
+                self.reply(request, serde_json::from_str(text)?);
+                return Ok(());
+            }
+        } else {
+            serde_json::from_str::<&serde_json::value::RawValue>(text)?;
+        }
+        self.push_body(&request.kind, Some(&request.query_index), Body::Text(text));
+        Ok(())
+    }
+
     fn push(&self, kind: &str, query_index: Option<&Number>, result: Value) {
+        self.push_body(kind, query_index, Body::Value(result));
+    }
+
+    fn push_body(&self, kind: &str, query_index: Option<&Number>, result: Body<'_>) {
         let framing = self.framing();
         let mut outbox = self
             .outbox
@@ -185,9 +219,20 @@ fn error_value(code: ErrorCode, err: &str) -> Value {
     Value::Object(map)
 }
 
+/// A response's `resultJob`.
+enum Body<'a> {
+    Value(Value),
+    /// Valid JSON text with no top-level `type` to move.
+    Text(&'a str),
+}
+
 /// Serialises one response. A string `type` in the result moves to the top level, as the
 /// original does; every `🦀` in a string is written escaped.
-fn write_response(out: &mut Vec<u8>, kind: &str, query_index: Option<&Number>, mut result: Value) {
+fn write_response(out: &mut Vec<u8>, kind: &str, query_index: Option<&Number>, result: Body<'_>) {
+    let mut result = match result {
+        Body::Value(value) => value,
+        Body::Text(text) => return write_envelope(out, kind, query_index, text.as_bytes()),
+    };
     let moved_type = match &mut result {
         Value::Object(map) if matches!(map.get("type"), Some(Value::String(_))) => {
             map.remove("type")
@@ -198,6 +243,19 @@ fn write_response(out: &mut Vec<u8>, kind: &str, query_index: Option<&Number>, m
         Some(Value::String(moved)) => moved.as_str(),
         _ => kind,
     };
+    let start = begin_envelope(out, kind, query_index);
+    write_json(out, &result);
+    end_envelope(out, start);
+}
+
+fn write_envelope(out: &mut Vec<u8>, kind: &str, query_index: Option<&Number>, result: &[u8]) {
+    let start = begin_envelope(out, kind, query_index);
+    out.extend_from_slice(result);
+    end_envelope(out, start);
+}
+
+/// Writes everything before the `resultJob` value; returns where the response starts.
+fn begin_envelope(out: &mut Vec<u8>, kind: &str, query_index: Option<&Number>) -> usize {
     let start = out.len();
     out.extend_from_slice(b"{\"type\":");
     write_json(out, &kind);
@@ -207,7 +265,11 @@ fn write_response(out: &mut Vec<u8>, kind: &str, query_index: Option<&Number>, m
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"resultJob\":");
-    write_json(out, &result);
+    start
+}
+
+/// Closes the response that starts at `start`, escaping any crab in it.
+fn end_envelope(out: &mut Vec<u8>, start: usize) {
     out.push(b'}');
     if memchr::memmem::find(&out[start..], resman_sdk::protocol::CRAB).is_some() {
         let raw = out.split_off(start);
@@ -227,7 +289,7 @@ mod tests {
 
     fn response(kind: &str, result: Value) -> String {
         let mut out = Vec::new();
-        write_response(&mut out, kind, Some(&Number::from(7)), result);
+        write_response(&mut out, kind, Some(&Number::from(7)), Body::Value(result));
         String::from_utf8(out).unwrap()
     }
 

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Built-in `ping` vs `cntResponse` through the WASM counter vs through the native counter, at
+# the same connections and pipeline, in one run, as ratios to ping. Then the time from a
+# plugin file landing in the folder to its type being served, cold and from the cache.
+# Usage: scripts/bench-plugins.sh [connections] [pipeline] [duration]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+c=${1:-50}; p=${2:-16}; d=${3:-5s}
+cargo build --release -p resman --quiet
+./scripts/build-plugins.sh release >/dev/null
+resman=target/release/resman
+plugins=target/plugins/release
+work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+
+rps() { $resman bench --addr "127.0.0.1:$1" -c "$c" -P "$p" -d "$d" -t "$2" --json |
+    python3 -c 'import json,sys; r=json.load(sys.stdin); print(round(r["requests_per_sec"]), r["latency_us"]["p99"], r["errors"])'; }
+
+serve_with() { # port, plugin file
+    mkdir -p "$work/$1"; cp "$plugins/$2" "$work/$1/"
+    $resman serve --port "$1" --plugins "$work/$1" >"$work/$1.log" 2>&1 &
+    until $resman call cntResponse --addr "127.0.0.1:$1" >/dev/null 2>&1; do sleep 0.05; done
+}
+serve_with 48101 counter.wasm
+serve_with 48102 counter.so
+read -r ping ping99 _ <<<"$(rps 48101 ping)"
+read -r wasm wasm99 wasm_err <<<"$(rps 48101 cntResponse)"
+read -r native native99 native_err <<<"$(rps 48102 cntResponse)"
+printf '%-22s %10s %9s %7s\n' "at c=$c P=$p" "req/s" "p99 us" "vs ping"
+printf '%-22s %10s %9s %7s\n' "ping (built-in)" "$ping" "$ping99" "1.00"
+printf '%-22s %10s %9s %7s\n' "cntResponse (wasm)" "$wasm" "$wasm99" "$(python3 -c "print(f'{$wasm/$ping:.2f}')")"
+printf '%-22s %10s %9s %7s\n' "cntResponse (native)" "$native" "$native99" "$(python3 -c "print(f'{$native/$ping:.2f}')")"
+[ "$wasm_err$native_err" = "00" ] || echo "error responses: wasm $wasm_err, native $native_err"
+
+# Landing → served: a fresh folder and cache, the file renamed in, polled until served.
+landing() { # port, plugin file, cache dir → milliseconds
+    python3 - "$resman" "$1" "$plugins/$2" "$work/land-$1" "$3" <<'PY'
+import os, shutil, socket, subprocess, sys, time
+resman, port, src, folder, cache = sys.argv[1:]
+os.makedirs(folder, exist_ok=True)
+proc = subprocess.Popen([resman, "serve", "--port", port, "--plugins", folder, "--cache-dir", cache],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+crab = "🦀".encode()
+def ask(s, i):
+    s.sendall(b'{"type":"cntResponse","queryIndex":%d}' % i + crab)
+    data = b""
+    while not data.endswith(crab):
+        data += s.recv(4096)
+    return b"unknown_type" not in data
+for _ in range(400):
+    try:
+        s = socket.create_connection(("127.0.0.1", int(port))); break
+    except OSError:
+        time.sleep(0.02)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+shutil.copy(src, os.path.join(folder, ".staged"))
+start = time.monotonic()
+os.rename(os.path.join(folder, ".staged"), os.path.join(folder, os.path.basename(src)))
+i = 0
+while not ask(s, i):
+    i += 1
+print(f"{(time.monotonic() - start) * 1000:.0f}")
+proc.terminate(); proc.wait()
+PY
+}
+cold=$(landing 48103 counter.wasm "$work/cache")
+warm=$(rm -rf "$work/land-48104"; landing 48104 counter.wasm "$work/cache")
+native_land=$(landing 48105 counter.so "$work/cache2")
+echo "landing -> served: wasm cold ${cold} ms, wasm cached ${warm} ms, native ${native_land} ms (debounce included)"
