@@ -9,9 +9,16 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The default cache folder's name, inside the plugins folder (not watched: the watch is not
-/// recursive).
-pub const CACHE_DIR: &str = ".resman-cache";
+/// The default cache of compiled components: `$XDG_CACHE_HOME/resman/components`, else
+/// `$HOME/.cache/resman/components`, else a folder under the system's temporary folder. Kept
+/// out of the plugins folder, which may be a source tree or read-only.
+fn default_cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("resman").join("components")
+}
 
 /// Everything the host needs to serve, validated by [`Config::validate`].
 #[derive(Clone, Debug)]
@@ -39,7 +46,7 @@ pub struct Config {
     /// The folder plugins are loaded from and watched in; `None` serves no plugins.
     pub plugins_dir: Option<PathBuf>,
     /// Where compiled WASM components are kept across restarts; `None` compiles at every
-    /// start. Defaults to `.resman-cache` inside the plugins folder.
+    /// start. `resman serve` defaults it to the user's cache folder.
     pub cache_dir: Option<PathBuf>,
     /// The most linear memory one WASM jobber instance may use, in bytes.
     pub wasm_memory_limit: usize,
@@ -150,7 +157,8 @@ pub struct ServeArgs {
     /// Serve no plugins and watch no folder
     #[arg(long, conflicts_with = "plugins")]
     pub no_plugins: bool,
-    /// Cache of compiled WASM components [default: <plugins>/.resman-cache]
+    /// Cache of compiled WASM components [default: $XDG_CACHE_HOME/resman/components or
+    /// ~/.cache/resman/components]
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
     /// Most linear memory one WASM jobber instance may use, in bytes
@@ -181,9 +189,7 @@ impl ServeArgs {
             jobber_timeout: self.jobber_timeout,
             max_attempts: self.max_attempts,
             queue_report: self.queue_report,
-            cache_dir: self
-                .cache_dir
-                .or_else(|| Some(self.plugins.join(CACHE_DIR))),
+            cache_dir: Some(self.cache_dir.unwrap_or_else(default_cache_dir)),
             plugins_dir: (!self.no_plugins).then_some(self.plugins),
             wasm_memory_limit: self.wasm_memory_limit,
             ..Config::default()

@@ -28,6 +28,7 @@ impl Served {
             .args(["--log-format", "json", "serve"])
             .args(args)
             .env("RUST_LOG", "info")
+            .env("XDG_CACHE_HOME", dir.join("cache"))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
