@@ -17,8 +17,12 @@ rps() { $resman bench --addr "127.0.0.1:$1" -c "$c" -P "$p" -d "$d" -t "$2" --js
 
 serve_with() { # port, plugin file
     mkdir -p "$work/$1"; cp "$plugins/$2" "$work/$1/"
-    $resman serve --port "$1" --plugins "$work/$1" >"$work/$1.log" 2>&1 &
-    until $resman call cntResponse --addr "127.0.0.1:$1" >/dev/null 2>&1; do sleep 0.05; done
+    $resman serve --port "$1" --plugins "$work/$1" --cache-dir "$work/cache-$1" >"$work/$1.log" 2>&1 &
+    local pid=$! tries=0
+    until $resman call cntResponse --addr "127.0.0.1:$1" >/dev/null 2>&1; do
+        kill -0 $pid 2>/dev/null && [ $((tries += 1)) -lt 600 ] || { cat "$work/$1.log" >&2; exit 1; }
+        sleep 0.05
+    done
 }
 serve_with 48101 counter.wasm
 serve_with 48102 counter.so
@@ -58,6 +62,8 @@ os.rename(os.path.join(folder, ".staged"), os.path.join(folder, os.path.basename
 i = 0
 while not ask(s, i):
     i += 1
+    if time.monotonic() - start > 30:
+        sys.exit("the plugin was not served within 30 s")
 print(f"{(time.monotonic() - start) * 1000:.0f}")
 proc.terminate(); proc.wait()
 PY
