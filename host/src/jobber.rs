@@ -57,33 +57,9 @@ impl Request {
     }
 }
 
-/// A jobber's verdict on a request it could not serve.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum JobError {
-    /// Worth trying again: the request goes to the back of its type's queue.
-    Retry(String),
-    /// Final: the client is answered `jobber_failed` with this reason.
-    Fail(String),
-}
-
-impl JobError {
-    /// A failure worth retrying.
-    pub fn retry(reason: impl Into<String>) -> Self {
-        JobError::Retry(reason.into())
-    }
-
-    /// A final failure.
-    pub fn fail(reason: impl Into<String>) -> Self {
-        JobError::Fail(reason.into())
-    }
-
-    /// The reason given.
-    pub fn reason(&self) -> &str {
-        match self {
-            JobError::Retry(reason) | JobError::Fail(reason) => reason,
-        }
-    }
-}
+/// A jobber's verdict on a request it could not serve: the SDK's, so in-process jobbers and
+/// plugins speak the same `retry` / `fail`.
+pub use resman_sdk::jobber::JobError;
 
 /// What a jobber returns: the `resultJob` object, or a verdict.
 pub type JobResult = Result<Value, JobError>;
