@@ -10,10 +10,14 @@
 //! - [`config`]: `.env` and flags → a validated [`Config`].
 //! - `server`: the accept loop; `server::connection` (one task per client: frames in, answers
 //!   out), `server::parse` (a frame → a [`Request`]), `server::peer` (a connection's outbox).
-//! - `coordinator`: the single task that owns the lanes; `coordinator::executor` runs a lane's
-//!   batch off the coordinator and answers the clients.
+//! - `coordinator`: the single task that owns the lanes and the plugin registry;
+//!   `coordinator::route` (a type's jobber, lane and batch), `coordinator::executor` (runs a
+//!   lane's batch off the coordinator and answers the clients), `coordinator::plugins`
+//!   (registering, swapping and removing a plugin's types).
 //! - `queue`: [`Lane`](queue), one FIFO per type with the one-in-flight rule.
-//! - [`jobber`]: the [`Handler`] interface every jobber is called through.
+//! - [`jobber`]: the [`Handler`] interface of in-process jobbers.
+//! - `plugins`: jobbers from files — `wasm` (wasmtime components), `native` (libloading, all
+//!   the `unsafe`), `loader`, `watcher` (notify, hot loading).
 //! - [`builtin`]: `ping` and `srvQueuePrint`.
 //! - [`bench`]: the load generator behind `resman bench`.
 //! - [`shutdown`]: SIGINT/SIGTERM as a future.
