@@ -14,12 +14,12 @@
 //!   `coordinator::route` (a type's jobber, lane and batch), `coordinator::executor` (runs a
 //!   lane's batch off the coordinator and answers the clients), `coordinator::plugins`
 //!   (registering, swapping and removing a plugin's types).
-//! - `queue`: [`Lane`](queue), one FIFO per type with the one-in-flight rule.
+//! - `queue`: `Lane`, one FIFO per type with the one-in-flight rule.
 //! - [`jobber`]: the [`Handler`] interface of in-process jobbers.
 //! - `plugins`: jobbers from files — `wasm` (wasmtime components), `native` (libloading, all
 //!   the `unsafe`), `loader`, `watcher` (notify, hot loading).
 //! - [`builtin`]: `ping` and `srvQueuePrint`.
-//! - [`bench`]: the load generator behind `resman bench`.
+//! - [`bench`](mod@bench): the load generator behind `resman bench`.
 //! - [`shutdown`]: SIGINT/SIGTERM as a future.
 //!
 //! ```no_run
