@@ -216,3 +216,41 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or_default();
     u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
 }
+
+/// What the loaders' unit tests share: the plugin files `scripts/build-plugins.sh` built, and
+/// a request to call them with.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::{CallOutcome, Instance, PluginRequest};
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    /// A built plugin file, or `None` (with a note) when it has not been built.
+    pub(crate) fn plugin_file(file_name: &str) -> Option<PathBuf> {
+        let dir = std::env::var_os("RESMAN_TEST_PLUGINS").map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/debug"),
+            PathBuf::from,
+        );
+        let path = dir.join(file_name);
+        if path.is_file() {
+            return Some(path);
+        }
+        eprintln!(
+            "skipped: {} is missing; run scripts/build-plugins.sh",
+            path.display()
+        );
+        None
+    }
+
+    /// Calls `kind` with payload `{"n":1}` as attempt `attempt`, under a 5 s deadline.
+    pub(crate) fn call(instance: &mut dyn Instance, kind: &str, attempt: u32) -> CallOutcome {
+        let request = PluginRequest {
+            kind,
+            query_index: "7",
+            client_id: 42,
+            attempt,
+            payload: r#"{"n":1}"#,
+        };
+        instance.call(&request, Duration::from_secs(5))
+    }
+}

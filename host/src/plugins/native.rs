@@ -326,39 +326,16 @@ fn outcome(status: u32, output: Vec<u8>) -> CallOutcome {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support;
     use super::*;
 
-    /// The plugin files built by `scripts/build-plugins.sh`, or `None` (with a note) when
-    /// they have not been built.
+    /// The native build of plugin `name`.
     fn plugin_file(name: &str) -> Option<PathBuf> {
-        let dir = std::env::var_os("RESMAN_TEST_PLUGINS").map_or_else(
-            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/debug"),
-            PathBuf::from,
-        );
-        let path = dir.join(format!("{name}.{}", std::env::consts::DLL_EXTENSION));
-        if path.is_file() {
-            return Some(path);
-        }
-        eprintln!(
-            "skipped: {} is missing; run scripts/build-plugins.sh",
-            path.display()
-        );
-        None
+        test_support::plugin_file(&format!("{name}.{}", std::env::consts::DLL_EXTENSION))
     }
 
-    fn request(kind: &str) -> PluginRequest<'_> {
-        PluginRequest {
-            kind,
-            query_index: "7",
-            client_id: 42,
-            attempt: 2,
-            payload: r#"{"n":1}"#,
-        }
-    }
-
-    /// Native deadlines are not enforced; any value will do.
     fn call(instance: &mut dyn Instance, kind: &str) -> CallOutcome {
-        instance.call(&request(kind), Duration::from_secs(5))
+        test_support::call(instance, kind, 2)
     }
 
     fn load_error(path: &Path) -> String {

@@ -480,23 +480,7 @@ mod tests {
     use super::*;
     use std::sync::OnceLock;
 
-    /// The plugin files built by `scripts/build-plugins.sh`, or `None` (with a note) when
-    /// they have not been built.
-    fn plugin_file(name: &str) -> Option<PathBuf> {
-        let dir = std::env::var_os("RESMAN_TEST_PLUGINS").map_or_else(
-            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/debug"),
-            PathBuf::from,
-        );
-        let path = dir.join(name);
-        if path.is_file() {
-            return Some(path);
-        }
-        eprintln!(
-            "skipped: {} is missing; run scripts/build-plugins.sh",
-            path.display()
-        );
-        None
-    }
+    use super::super::test_support::plugin_file;
 
     /// One runtime for the tests that need no cache, capped small enough for `alloc`.
     fn runtime() -> &'static WasmRuntime {
@@ -517,18 +501,8 @@ mod tests {
         Some(MISBEHAVE.get_or_init(|| runtime().load(&path).expect("misbehave.wasm loads")))
     }
 
-    fn request(kind: &str) -> PluginRequest<'_> {
-        PluginRequest {
-            kind,
-            query_index: "7",
-            client_id: 42,
-            attempt: 1,
-            payload: r#"{"n":1}"#,
-        }
-    }
-
     fn call(instance: &mut dyn Instance, kind: &str) -> CallOutcome {
-        instance.call(&request(kind), Duration::from_secs(5))
+        super::super::test_support::call(instance, kind, 1)
     }
 
     fn load_error(runtime: &WasmRuntime, path: &Path) -> String {
@@ -593,7 +567,14 @@ mod tests {
     fn a_guest_that_spins_past_its_deadline_times_out() {
         let Some(plugin) = misbehave() else { return };
         let mut instance = plugin.factory.instantiate().unwrap();
-        let outcome = instance.call(&request("misbehave.spin"), Duration::from_millis(200));
+        let spin = PluginRequest {
+            kind: "misbehave.spin",
+            query_index: "7",
+            client_id: 42,
+            attempt: 1,
+            payload: "null",
+        };
+        let outcome = instance.call(&spin, Duration::from_millis(200));
         assert_eq!(outcome, CallOutcome::TimedOut);
     }
 

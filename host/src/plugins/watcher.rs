@@ -11,7 +11,6 @@ use super::{LoadError, PluginKind};
 use crate::coordinator::message::{Message, PluginEvent};
 use notify::RecursiveMode;
 use notify_debouncer_full::{new_debouncer, DebounceEventResult, DebouncedEvent};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -104,20 +103,14 @@ impl State {
             return;
         }
         let mut hashes = self.hashes();
-        let bytes = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+        let hash = match super::read_plugin(path) {
+            Ok((_, hash)) => hash,
+            Err(LoadError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 hashes.remove(path);
                 return self.send(PluginEvent::Removed(path.to_owned()));
             }
-            Err(err) => {
-                return self.refuse(
-                    path,
-                    format!("plugin {}: cannot read: {err}", path.display()),
-                )
-            }
+            Err(err) => return self.refuse(path, err.to_string()),
         };
-        let hash = hex(&Sha256::digest(&bytes));
         if hashes.get(path) == Some(&hash) {
             return;
         }
@@ -159,9 +152,4 @@ fn is_plugin_file(dir: &Path, path: &Path) -> bool {
         .and_then(|name| name.to_str())
         .is_none_or(|name| name.starts_with('.') || name.ends_with('~'));
     path.parent() == Some(dir) && !hidden && PluginKind::of(path).is_some()
-}
-
-/// Lowercase hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
