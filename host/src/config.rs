@@ -50,6 +50,9 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
     /// The most linear memory one WASM jobber instance may use, in bytes.
     pub wasm_memory_limit: usize,
+    /// Where the resource pools and plugin stores are kept durable (journal and snapshot);
+    /// `None` keeps them in memory only, lost at exit. `resman serve` defaults it to `data`.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -67,6 +70,7 @@ impl Default for Config {
             plugins_dir: None,
             cache_dir: None,
             wasm_memory_limit: 64 * 1024 * 1024,
+            data_dir: None,
         }
     }
 }
@@ -164,6 +168,14 @@ pub struct ServeArgs {
     /// Most linear memory one WASM jobber instance may use, in bytes
     #[arg(long, default_value_t = Config::default().wasm_memory_limit)]
     pub wasm_memory_limit: usize,
+    /// Folder of the durable resource pools and plugin stores (journal + snapshot); created
+    /// when missing, locked while the host runs
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Keep pools and plugin stores in memory only: lost at exit, answers never wait for
+    /// the disk
+    #[arg(long, conflicts_with = "data_dir")]
+    pub in_memory: bool,
     /// Worker threads of the async runtime [default: one per core]
     #[arg(long)]
     pub threads: Option<std::num::NonZeroUsize>,
@@ -192,6 +204,7 @@ impl ServeArgs {
             cache_dir: Some(self.cache_dir.unwrap_or_else(default_cache_dir)),
             plugins_dir: (!self.no_plugins).then_some(self.plugins),
             wasm_memory_limit: self.wasm_memory_limit,
+            data_dir: (!self.in_memory).then_some(self.data_dir),
             ..Config::default()
         };
         config.validate()?;

@@ -23,6 +23,9 @@ pub enum Error {
     /// The plugins folder or the plugin runtime could not be set up.
     #[error("plugins: {0}")]
     Plugins(String),
+    /// The data folder of the pools cannot be used (in use, unreadable, corrupt).
+    #[error("{0}")]
+    Store(#[from] crate::pools::StoreError),
     /// A request type was registered twice.
     #[error("request type {0:?} has two jobbers")]
     DuplicateType(String),

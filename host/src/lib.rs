@@ -18,6 +18,8 @@
 //! - [`jobber`]: the [`Handler`] interface of in-process jobbers.
 //! - `plugins`: jobbers from files — `wasm` (wasmtime components), `native` (libloading, all
 //!   the `unsafe`), `loader`, `watcher` (notify, hot loading).
+//! - `pools`: the durable resource pools and plugin stores behind the host API: `state`
+//!   (the rules, pure), `journal` (files, recovery), the committer and expiry threads.
 //! - [`builtin`]: `ping` and `srvQueuePrint`.
 //! - [`bench`](mod@bench): the load generator behind `resman bench`.
 //! - [`shutdown`]: SIGINT/SIGTERM as a future.
@@ -40,12 +42,14 @@ mod coordinator;
 mod error;
 pub mod jobber;
 mod plugins;
+mod pools;
 mod queue;
 mod server;
 pub mod shutdown;
 
 pub use config::{Config, ServeArgs};
 pub use error::Error;
+pub use pools::StoreError;
 pub use jobber::{Handler, JobError, JobResult, Request};
 
 use coordinator::{message::Message, Coordinator};
@@ -116,6 +120,7 @@ impl HostBuilder {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| Error::Bind { addr, source })?;
+        let pools = open_pools(self.config.data_dir.clone()).await?;
         let (to_coordinator, inbox) = tokio::sync::mpsc::unbounded_channel();
         let watcher = match self.config.plugins_dir.clone() {
             Some(dir) => Some(start_plugins(dir, &self.config, to_coordinator.clone()).await?),
@@ -123,6 +128,7 @@ impl HostBuilder {
         };
         Ok(Server {
             listener,
+            pools,
             config: self.config,
             jobbers,
             to_coordinator,
@@ -155,9 +161,21 @@ async fn start_plugins(
         .map_err(Error::Plugins)
 }
 
+/// Opens the pools' data folder (recovering what it holds), or pools in memory without one.
+async fn open_pools(dir: Option<std::path::PathBuf>) -> Result<Arc<pools::Pools>, Error> {
+    let Some(dir) = dir else {
+        return Ok(pools::Pools::in_memory());
+    };
+    tokio::task::spawn_blocking(move || pools::Pools::open(&dir))
+        .await
+        .expect("opening the data folder does not panic")
+        .map_err(Error::Store)
+}
+
 /// A bound host, ready to [`run`](Server::run).
 pub struct Server {
     listener: TcpListener,
+    pools: Arc<pools::Pools>,
     config: Config,
     jobbers: Vec<(Arc<str>, Arc<dyn Handler>)>,
     to_coordinator: tokio::sync::mpsc::UnboundedSender<Message>,
@@ -193,6 +211,7 @@ impl Server {
             to_coordinator.clone(),
             self.jobbers,
             gauge.clone(),
+            self.pools,
             &config,
         );
         let coordinator = tokio::spawn(coordinator.run(drained.clone()));

@@ -90,13 +90,16 @@ mod imp {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-pub(crate) use imp::enter;
+pub(crate) use imp::{call, enter};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod imp {
     use super::Level;
-    use crate::native::{level, Bytes, HostApiV1};
+    use crate::native::{call_status, level, Bytes, HostApiV1};
+    use serde::de::DeserializeOwned;
+    use serde::Serialize;
     use std::cell::Cell;
+    use std::ffi::c_void;
     use std::time::{SystemTime, UNIX_EPOCH};
 
     thread_local! {
@@ -153,5 +156,46 @@ mod imp {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |since| since.as_millis() as u64),
         }
+    }
+
+    /// Runs a `pools.*` / `store.*` operation through the host table's `call`: arguments
+    /// and answer as JSON. Outside a host call there is no host to ask, which is an error.
+    pub(crate) fn call<A, R, E>(op: &str, args: &A) -> Result<R, E>
+    where
+        A: Serialize,
+        R: DeserializeOwned,
+        E: DeserializeOwned + From<String>,
+    {
+        let Some(host) = CURRENT.get() else {
+            return Err(E::from(format!(
+                "{op}: the host API is only available while the host is calling the jobber"
+            )));
+        };
+        let args = serde_json::to_vec(args).map_err(|err| E::from(err.to_string()))?;
+        let mut answer = Vec::new();
+        // SAFETY: as in `log`, the table is valid while `CURRENT` holds it; `op`, `args` and
+        // `answer` outlive the call, and `sink` only appends the borrowed bytes to `answer`.
+        let status = unsafe {
+            (host.call)(
+                host.ctx,
+                Bytes::new(op.as_bytes()),
+                Bytes::new(&args),
+                (&mut answer as *mut Vec<u8>).cast(),
+                sink,
+            )
+        };
+        let malformed = |err: serde_json::Error| E::from(format!("{op}: bad answer: {err}"));
+        if status == call_status::OK {
+            serde_json::from_slice(&answer).map_err(malformed)
+        } else {
+            Err(serde_json::from_slice(&answer).map_err(malformed)?)
+        }
+    }
+
+    /// Copies the host's answer into the `Vec<u8>` behind `sink`.
+    unsafe extern "C" fn sink(sink: *mut c_void, bytes: Bytes) {
+        // SAFETY: `call` passes a live `Vec<u8>` as `sink`, and `bytes` is borrowed for this
+        // call.
+        unsafe { (*sink.cast::<Vec<u8>>()).extend_from_slice(bytes.as_slice()) };
     }
 }

@@ -44,6 +44,15 @@ pub enum JobError {
     Retry(String),
     /// Final: the client is answered `jobber_failed` with this reason.
     Fail(String),
+    /// Final: the client is answered with error code `code` (a lowercase word: `a`-`z` and
+    /// `_`, at most 32 bytes, such as `unavailable` or `conflict`) and `message`. A code
+    /// that breaks the rule is answered as `jobber_failed`.
+    Reject {
+        /// The `code` the client reads.
+        code: String,
+        /// The `err` the client reads.
+        message: String,
+    },
 }
 
 impl JobError {
@@ -57,10 +66,19 @@ impl JobError {
         JobError::Fail(reason.into())
     }
 
+    /// A final answer with error code `code` and `message`.
+    pub fn reject(code: impl Into<String>, message: impl Into<String>) -> Self {
+        JobError::Reject {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
     /// The reason, whichever the verdict.
     pub fn reason(&self) -> &str {
         match self {
             JobError::Retry(reason) | JobError::Fail(reason) => reason,
+            JobError::Reject { message, .. } => message,
         }
     }
 }
@@ -70,6 +88,7 @@ impl fmt::Display for JobError {
         match self {
             JobError::Retry(reason) => write!(f, "retry: {reason}"),
             JobError::Fail(reason) => write!(f, "fail: {reason}"),
+            JobError::Reject { code, message } => write!(f, "{code}: {message}"),
         }
     }
 }
@@ -96,7 +115,7 @@ pub trait Jobber: Default + Send + 'static {
     /// # Errors
     ///
     /// [`JobError::Retry`] to have the request queued again, [`JobError::Fail`] to answer the
-    /// client `jobber_failed`.
+    /// client `jobber_failed`, [`JobError::Reject`] to answer it an error code of your own.
     fn handle(&mut self, request: Request) -> Result<serde_json::Value, JobError>;
 }
 

@@ -7,6 +7,8 @@
 //! - [`Jobber`], [`Request`], [`JobError`] and [`export_jobber!`]: write a request handler
 //!   once and build it as a WASM component (`--target wasm32-wasip2`) or a native library.
 //! - [`host`]: what a jobber may call back into the host for (logging, the clock).
+//! - [`pool`]: the host's durable resource pools (acquire, release, renew, fencing tokens).
+//! - [`store`]: a durable key-value store of the plugin's own.
 //! - [`native`]: the C ABI of native plugins; `bindings` (on `wasm32`): the WIT world's
 //!   generated bindings. Plugin authors use neither directly.
 //! - `client` (feature `client`): an async Rust client that keeps many requests in flight
@@ -26,7 +28,9 @@ pub mod frame;
 pub mod host;
 pub mod jobber;
 pub mod native;
+pub mod pool;
 pub mod protocol;
+pub mod store;
 
 #[cfg(feature = "client")]
 pub mod client;

@@ -120,6 +120,17 @@ pub enum Status {
     Fail = 2,
     /// Output: the panic message; the instance must not be used again.
     Panicked = 3,
+    /// Output: a [`Rejection`] as JSON; final.
+    Rejected = 4,
+}
+
+/// The output of [`Status::Rejected`]: an error code of the jobber's choosing.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rejection {
+    /// The `code` the client reads.
+    pub code: String,
+    /// The `err` the client reads.
+    pub message: String,
 }
 
 impl Status {
@@ -130,6 +141,7 @@ impl Status {
             1 => Some(Status::Retry),
             2 => Some(Status::Fail),
             3 => Some(Status::Panicked),
+            4 => Some(Status::Rejected),
             _ => None,
         }
     }
@@ -149,7 +161,21 @@ pub mod level {
     pub const ERROR: u32 = 4;
 }
 
-/// What the host offers a native plugin instance: the `host` interface of the WIT world.
+/// Receives the bytes of a [`HostApiV1::call`]'s answer; `sink` is the plugin's own
+/// pointer, passed through.
+pub type SinkFn = unsafe extern "C" fn(sink: *mut c_void, bytes: Bytes);
+
+/// Outcomes of [`HostApiV1::call`].
+pub mod call_status {
+    /// The answer is the operation's result as JSON.
+    pub const OK: u32 = 0;
+    /// The answer is the operation's error as JSON (a `PoolError`, or a string for the
+    /// store).
+    pub const ERROR: u32 = 1;
+}
+
+/// What the host offers a native plugin instance: the `host`, `pools` and `store`
+/// interfaces of the WIT world.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct HostApiV1 {
@@ -159,6 +185,18 @@ pub struct HostApiV1 {
     pub log: unsafe extern "C" fn(ctx: *const c_void, level: u32, message: Bytes),
     /// Milliseconds since the Unix epoch.
     pub now_ms: unsafe extern "C" fn(ctx: *const c_void) -> u64,
+    /// Runs a `pools` or `store` operation: `op` names it as the WIT does
+    /// (`pools.acquire`, `store.get`, ...), `args` are its arguments as a JSON object with
+    /// the WIT's parameter names in snake case. Before returning, the host passes the answer
+    /// (JSON) to `write(sink, ..)` exactly once; the bytes are borrowed for that call.
+    /// Returns a [`call_status`].
+    pub call: unsafe extern "C" fn(
+        ctx: *const c_void,
+        op: Bytes,
+        args: Bytes,
+        sink: *mut c_void,
+        write: SinkFn,
+    ) -> u32,
 }
 
 /// The table a native plugin exports. Every function catches panics at the boundary.

@@ -58,6 +58,13 @@ pub enum ErrorCode {
     HandlerRemoved,
     /// No resource is free.
     Unavailable,
+    /// The thing the request names (a lease, a resource, a pool, a booking) does not exist.
+    NotFound,
+    /// The request's payload makes no sense to its jobber.
+    Invalid,
+    /// The request clashes with the current state (a seat already sold, an overlapping
+    /// booking, a request id already used).
+    Conflict,
     /// The server is shutting down and did not run the request.
     ShuttingDown,
     /// A code this version of the SDK does not know.
@@ -77,6 +84,9 @@ impl ErrorCode {
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::HandlerRemoved => "handler_removed",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Invalid => "invalid",
+            ErrorCode::Conflict => "conflict",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Other => "other",
         }

@@ -10,6 +10,8 @@ use super::message::{Demand, Message};
 use super::route::{lock, Jobber, Pending, PluginLane};
 use crate::jobber::{Handler, JobError, Request};
 use crate::plugins::{CallOutcome, PluginRequest};
+use crate::pools::context::{self, Call};
+use crate::pools::Pools;
 use futures_util::FutureExt;
 use resman_sdk::protocol::ErrorCode;
 use serde_json::Value;
@@ -17,7 +19,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
 /// The limits an executor applies to each call.
@@ -33,6 +35,8 @@ pub(crate) struct Shared {
     pub(crate) limits: Limits,
     /// Set at shutdown: requests of a batch not yet started are refused, not run.
     pub(crate) draining: AtomicBool,
+    /// The host's resource pools, which plugin calls reach through [`context`].
+    pub(crate) pools: Arc<Pools>,
 }
 
 /// How one call ended.
@@ -41,6 +45,8 @@ enum Outcome {
     /// A plugin's answer, JSON text not yet validated.
     DoneJson(String),
     Refused(JobError),
+    /// A plugin's error answer with a code of its own.
+    Rejected { code: String, message: String },
     TimedOut,
     Crashed(String),
 }
@@ -63,7 +69,7 @@ pub(crate) fn spawn(batch: Batch, shared: Arc<Shared>, done: UnboundedSender<Mes
                     let outcome =
                         call_async(handler.as_ref(), demand.request.clone(), run.limits.timeout)
                             .await;
-                    run.settle(demand, outcome);
+                    run.settle(demand, outcome, 0);
                 }
                 run.report(batch, &done);
             });
@@ -72,8 +78,16 @@ pub(crate) fn spawn(batch: Batch, shared: Arc<Shared>, done: UnboundedSender<Mes
             tokio::task::spawn_blocking(move || {
                 let mut run = Run::new(&batch, &shared);
                 while let Some(demand) = run.next() {
+                    let call = context::enter(Call {
+                        pools: Arc::clone(&shared.pools),
+                        client: demand.peer.id,
+                        namespace: Arc::clone(&lane.namespace),
+                        deadline: Instant::now() + run.limits.timeout,
+                        seq: 0,
+                    });
                     let outcome = call_plugin(&lane, &demand.request, run.limits.timeout);
-                    run.settle(demand, outcome);
+                    let seq = call.finish();
+                    run.settle(demand, outcome, seq);
                 }
                 run.report(batch, &done);
             });
@@ -86,6 +100,7 @@ struct Run<'a> {
     pending: Pending,
     draining: &'a AtomicBool,
     limits: Limits,
+    pools: &'a Pools,
     retries: Vec<Demand>,
 }
 
@@ -95,6 +110,7 @@ impl<'a> Run<'a> {
             pending: batch.pending.clone(),
             draining: &shared.draining,
             limits: shared.limits,
+            pools: &shared.pools,
             retries: Vec::new(),
         }
     }
@@ -115,32 +131,32 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn settle(&mut self, mut demand: Demand, outcome: Outcome) {
-        let request = &demand.request;
-        match outcome {
-            Outcome::Done(value) => demand.peer.reply(request, value),
-            Outcome::DoneJson(json) => {
-                if let Err(err) = demand.peer.reply_json(request, &json) {
-                    fail(&demand, &format!("plugin answered invalid JSON: {err}"));
-                }
-            }
-            Outcome::Refused(JobError::Retry(reason))
-                if request.attempt < self.limits.max_attempts =>
-            {
+    /// Acts on a call's outcome: a retry goes back to the lane; an answer goes to the client
+    /// once the journal seq the call reached (`seq`, 0 for none) is durable.
+    fn settle(&mut self, mut demand: Demand, outcome: Outcome, seq: u64) {
+        if let Outcome::Refused(JobError::Retry(reason)) = &outcome {
+            if demand.request.attempt < self.limits.max_attempts {
                 demand.request.attempt += 1;
-                demand.last_error = Some(reason);
+                demand.last_error = Some(reason.clone());
                 self.retries.push(demand);
-            }
-            Outcome::Refused(verdict) => fail(&demand, verdict.reason()),
-            Outcome::TimedOut => {
-                let err = format!("jobber did not answer within {:?}", self.limits.timeout);
-                demand.peer.reply_error(request, ErrorCode::Timeout, &err);
-            }
-            Outcome::Crashed(message) => {
-                tracing::warn!(r#type = %request.kind, reason = %message, "jobber crashed");
-                fail(&demand, &message);
+                return;
             }
         }
+        let timeout = self.limits.timeout;
+        if seq == 0 {
+            answer(&demand, outcome, timeout);
+            return;
+        }
+        self.pools.durability().after(
+            seq,
+            Box::new(move |stored| match stored {
+                Ok(()) => answer(&demand, outcome, timeout),
+                Err(reason) => {
+                    let err = format!("the request's effects could not be stored: {reason}");
+                    fail(&demand, &err);
+                }
+            }),
+        );
     }
 
     fn report(self, batch: Batch, done: &UnboundedSender<Message>) {
@@ -151,6 +167,43 @@ impl<'a> Run<'a> {
             retries: self.retries,
         });
     }
+}
+
+/// Answers the client how the call ended.
+fn answer(demand: &Demand, outcome: Outcome, timeout: Duration) {
+    let request = &demand.request;
+    match outcome {
+        Outcome::Done(value) => demand.peer.reply(request, value),
+        Outcome::DoneJson(json) => {
+            if let Err(err) = demand.peer.reply_json(request, &json) {
+                fail(demand, &format!("plugin answered invalid JSON: {err}"));
+            }
+        }
+        Outcome::Refused(verdict) => fail(demand, verdict.reason()),
+        Outcome::Rejected { code, message } => {
+            if is_error_code(&code) {
+                demand.peer.reply_error_code(request, &code, &message);
+            } else {
+                fail(
+                    demand,
+                    &format!("jobber rejected the request with a malformed code {code:?}: {message}"),
+                );
+            }
+        }
+        Outcome::TimedOut => {
+            let err = format!("jobber did not answer within {timeout:?}");
+            demand.peer.reply_error(request, ErrorCode::Timeout, &err);
+        }
+        Outcome::Crashed(message) => {
+            tracing::warn!(r#type = %request.kind, reason = %message, "jobber crashed");
+            fail(demand, &message);
+        }
+    }
+}
+
+/// A jobber's own error code: a lowercase word of at most 32 bytes.
+fn is_error_code(code: &str) -> bool {
+    (1..=32).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
 }
 
 fn fail(demand: &Demand, reason: &str) {
@@ -183,6 +236,7 @@ async fn call_async(handler: &dyn Handler, request: Request, timeout: Duration) 
     };
     match result {
         Ok(Ok(value)) => Outcome::Done(value),
+        Ok(Err(JobError::Reject { code, message })) => Outcome::Rejected { code, message },
         Ok(Err(verdict)) => Outcome::Refused(verdict),
         Err(panic) => Outcome::Crashed(panic_message(panic)),
     }
@@ -202,6 +256,7 @@ fn call_plugin(lane: &PluginLane, request: &Request, timeout: Duration) -> Outco
         CallOutcome::Done(json) => Outcome::DoneJson(json),
         CallOutcome::Retry(reason) => Outcome::Refused(JobError::Retry(reason)),
         CallOutcome::Fail(reason) => Outcome::Refused(JobError::Fail(reason)),
+        CallOutcome::Reject { code, message } => Outcome::Rejected { code, message },
         CallOutcome::Crashed(reason) => Outcome::Crashed(reason),
         CallOutcome::TimedOut => Outcome::TimedOut,
     }

@@ -59,6 +59,7 @@ impl Coordinator {
         outbox: UnboundedSender<Message>,
         handlers: Vec<(Arc<str>, Arc<dyn Handler>)>,
         gauge: Arc<Gauge>,
+        pools: Arc<crate::pools::Pools>,
         config: &crate::Config,
     ) -> Self {
         let mut coordinator = Coordinator {
@@ -75,6 +76,7 @@ impl Coordinator {
                     max_attempts: config.max_attempts,
                 },
                 draining: AtomicBool::new(false),
+                pools,
             }),
             gauge,
             batch_size: config.batch_size,
@@ -110,6 +112,12 @@ impl Coordinator {
             }
         }
         tracing::debug!("coordinator drained");
+        // The last answers may still wait for their commit: flush it before the connections
+        // are told to finish.
+        let pools = Arc::clone(&self.shared.pools);
+        if tokio::task::spawn_blocking(move || pools.close()).await.is_err() {
+            tracing::error!("closing the pools panicked");
+        }
         drained.cancel();
     }
 
@@ -121,7 +129,10 @@ impl Coordinator {
                 generation,
                 retries,
             } => self.finish(kind, generation, retries),
-            Message::Disconnected(peer) => self.routes.values_mut().for_each(|r| r.forget(peer)),
+            Message::Disconnected(peer) => {
+                self.routes.values_mut().for_each(|r| r.forget(peer));
+                self.shared.pools.client_gone(peer);
+            }
             Message::Plugin(event) => self.plugin_event(event),
             Message::Shutdown => self.drain(),
         }
@@ -210,6 +221,8 @@ impl Coordinator {
     fn drain(&mut self) {
         self.draining = true;
         self.shared.draining.store(true, Ordering::Relaxed);
+        // A waiting acquire would hold its lane (and so the shutdown) until its wait ends.
+        self.shared.pools.end_waits();
         self.ready.clear();
         for route in self.routes.values_mut() {
             route.take_waiting().iter().for_each(refuse_shutting_down);
@@ -283,7 +296,8 @@ pub(crate) fn submit(coordinator: &UnboundedSender<Message>, demands: Vec<Demand
     let _ = coordinator.send(Message::Demands(demands));
 }
 
-/// Tells the coordinator that `peer` closed with requests still pending.
+/// Tells the coordinator that `peer` closed: its queued requests are dropped, its waiting
+/// acquires and release-on-disconnect leases end.
 pub(crate) fn disconnected(coordinator: &UnboundedSender<Message>, peer: &Peer) {
     let _ = coordinator.send(Message::Disconnected(peer.id));
 }

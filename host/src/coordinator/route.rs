@@ -46,14 +46,22 @@ impl Jobber {
 /// replaced after a crash or deadline.
 pub(crate) struct PluginLane {
     pub(crate) plugin: LoadedPlugin,
+    /// The plugin's store namespace: its file name without the extension, so the WASM and
+    /// the native build of one plugin share their state.
+    pub(crate) namespace: Arc<str>,
     /// Only the lane's executor uses it, one call at a time; the lock is never contended.
     instance: Mutex<Option<Box<dyn Instance>>>,
 }
 
 impl PluginLane {
     pub(crate) fn new(plugin: LoadedPlugin) -> Self {
+        let namespace = plugin
+            .path
+            .file_stem()
+            .map_or_else(String::new, |stem| stem.to_string_lossy().into_owned());
         PluginLane {
             plugin,
+            namespace: namespace.into(),
             instance: Mutex::new(None),
         }
     }

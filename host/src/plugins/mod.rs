@@ -65,6 +65,8 @@ pub(crate) enum CallOutcome {
     Retry(String),
     /// The jobber failed for good.
     Fail(String),
+    /// The jobber answered an error code of its own.
+    Reject { code: String, message: String },
     /// The call trapped, hit the memory cap, or panicked; the instance is unusable.
     Crashed(String),
     /// The call ran past its deadline; the instance is unusable.

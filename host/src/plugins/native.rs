@@ -15,7 +15,8 @@ use super::{
 };
 use libloading::Library;
 use resman_sdk::native::{
-    Bytes, EntryFn, HostApiV1, OwnedBytes, PluginV1, RequestV1, Status, ABI_VERSION, ENTRY_SYMBOL,
+    call_status, Bytes, EntryFn, HostApiV1, OwnedBytes, PluginV1, Rejection, RequestV1, SinkFn, Status,
+    ABI_VERSION, ENTRY_SYMBOL,
 };
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};
@@ -203,6 +204,7 @@ impl InstanceFactory for NativeFactory {
             ctx: Arc::as_ptr(&context).cast(),
             log: host_log,
             now_ms: host_now_ms,
+            call: host_call,
         });
         // SAFETY: `host` and the context its `ctx` points to are heap allocations the
         // instance keeps until after `drop_instance` (see `NativeInstance`).
@@ -249,6 +251,38 @@ unsafe extern "C" fn host_log(ctx: *const c_void, level: u32, message: Bytes) {
 /// `HostApiV1::now_ms`.
 extern "C" fn host_now_ms(_ctx: *const c_void) -> u64 {
     super::now_ms()
+}
+
+/// `HostApiV1::call`: a `pools.*` or `store.*` operation for the request being served.
+///
+/// # Safety
+///
+/// `op` and `args` are readable for the call; `write` may be called with `sink`.
+unsafe extern "C" fn host_call(
+    _ctx: *const c_void,
+    op: Bytes,
+    args: Bytes,
+    sink: *mut c_void,
+    write: SinkFn,
+) -> u32 {
+    // SAFETY: the plugin lends `op` and `args` for this call.
+    let (op, args) = unsafe { (op.as_slice(), args.as_slice()) };
+    // The host API never panics on bad input, but a panic must not unwind into C frames.
+    let answer = std::panic::catch_unwind(|| {
+        crate::pools::api::call_json(&String::from_utf8_lossy(op), args)
+    })
+    .unwrap_or_else(|_| crate::pools::api::JsonAnswer {
+        ok: false,
+        json: br#"{"kind":"storage","message":"the host failed serving this call"}"#.to_vec(),
+    });
+    // SAFETY: `write` and `sink` come from the plugin for exactly this; the answer is
+    // borrowed for the call.
+    unsafe { write(sink, Bytes::new(&answer.json)) };
+    if answer.ok {
+        call_status::OK
+    } else {
+        call_status::ERROR
+    }
 }
 
 /// One live jobber instance of a native plugin.
@@ -320,6 +354,10 @@ fn outcome(status: u32, output: Vec<u8>) -> CallOutcome {
         Some(Status::Panicked) => {
             CallOutcome::Crashed(format!("jobber panicked: {}", text(output)))
         }
+        Some(Status::Rejected) => match serde_json::from_slice::<Rejection>(&output) {
+            Ok(Rejection { code, message }) => CallOutcome::Reject { code, message },
+            Err(err) => CallOutcome::Crashed(format!("jobber's rejection is unreadable: {err}")),
+        },
         None => CallOutcome::Crashed(format!("jobber returned unknown status {status}")),
     }
 }

@@ -79,9 +79,9 @@ impl Connection {
             tracing::debug!(conn = self.peer.id, error = %err, "connection failed");
         }
         self.peer.close();
-        if self.peer.pending() > 0 {
-            coordinator::disconnected(&self.coordinator, &self.peer);
-        }
+        // Always told, not only with requests pending: the client may hold leases that end
+        // with its connection, or have an acquire waiting.
+        coordinator::disconnected(&self.coordinator, &self.peer);
         tracing::debug!(conn = self.peer.id, "connection closed");
     }
 

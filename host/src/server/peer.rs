@@ -124,6 +124,12 @@ impl Peer {
     }
 
     /// Answers `request` with an error.
+    /// Answers an error whose code a jobber chose (checked by the caller).
+    pub(crate) fn reply_error_code(&self, request: &Request, code: &str, err: &str) {
+        let value = serde_json::json!({ "err": err, "code": code });
+        self.push(&request.kind, Some(&request.query_index), value);
+    }
+
     pub(crate) fn reply_error(&self, request: &Request, code: ErrorCode, err: &str) {
         self.push(
             &request.kind,

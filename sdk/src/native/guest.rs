@@ -106,6 +106,10 @@ fn serve<T: Jobber>(instance: &mut Instance<T>, request: &RequestV1) -> (Status,
             Ok(value) => (Status::Ok, value.to_string()),
             Err(JobError::Retry(reason)) => (Status::Retry, reason),
             Err(JobError::Fail(reason)) => (Status::Fail, reason),
+            Err(JobError::Reject { code, message }) => (
+                Status::Rejected,
+                serde_json::to_string(&super::Rejection { code, message }).unwrap_or_default(),
+            ),
         }
     }));
     outcome.unwrap_or_else(|payload| {
@@ -238,12 +242,33 @@ mod tests {
         1_700_000_000_000
     }
 
+    /// Answers every operation with its own name and arguments, as an error.
+    unsafe extern "C" fn echo_call(
+        _ctx: *const c_void,
+        op: Bytes,
+        args: Bytes,
+        sink: *mut c_void,
+        write: crate::native::SinkFn,
+    ) -> u32 {
+        // SAFETY: `op` and `args` are borrowed for this call; `write` takes `sink` back.
+        unsafe {
+            let text = format!(
+                "\"{} {}\"",
+                String::from_utf8_lossy(op.as_slice()),
+                String::from_utf8_lossy(args.as_slice()).replace('"', "'")
+            );
+            write(sink, Bytes::new(text.as_bytes()));
+        }
+        crate::native::call_status::ERROR
+    }
+
     impl TestHost {
         fn api(&self) -> HostApiV1 {
             HostApiV1 {
                 ctx: (self as *const TestHost).cast(),
                 log,
                 now_ms,
+                call: echo_call,
             }
         }
 
@@ -406,6 +431,26 @@ mod tests {
             (PROBE.drop_instance)(first.0);
             (PROBE.drop_instance)(second);
         }
+    }
+
+    #[test]
+    fn host_operations_travel_as_json_through_the_table() {
+        let host = TestHost::default();
+        let _scope = host::enter(host.api());
+        assert_eq!(
+            crate::store::delete("k"),
+            Err("store.delete {'key':'k'}".to_owned())
+        );
+        // Not a pool error's JSON shape: reported as a garbled answer, not a panic.
+        let err = crate::pool::release("7").unwrap_err();
+        assert!(err.message().contains("pools.release {'lease':'7'}"), "{err}");
+    }
+
+    #[test]
+    fn outside_a_host_call_the_host_api_is_an_error() {
+        let err = crate::pool::status("p").unwrap_err();
+        assert!(err.message().contains("only available"), "{err}");
+        assert_eq!(crate::store::get("k"), None);
     }
 
     #[test]

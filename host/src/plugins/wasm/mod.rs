@@ -32,6 +32,8 @@ mod bindings {
     wasmtime::component::bindgen!({ path: "../sdk/wit", world: "jobber" });
 }
 
+mod pools_api;
+
 use bindings::resman::jobber::host::{self as host_api, Level};
 use bindings::resman::jobber::types::{self as types_api, JobError, Request};
 use bindings::{Jobber, JobberPre};
@@ -433,6 +435,10 @@ impl Instance for WasmInstance {
             Ok(Ok(json)) => CallOutcome::Done(json),
             Ok(Err(JobError::Retry(reason))) => CallOutcome::Retry(reason),
             Ok(Err(JobError::Fail(reason))) => CallOutcome::Fail(reason),
+            Ok(Err(JobError::Reject(rejection))) => CallOutcome::Reject {
+                code: rejection.code,
+                message: rejection.message,
+            },
             Err(err) if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
                 CallOutcome::TimedOut
             }

@@ -1,0 +1,179 @@
+//! The host API as plugins call it: the `pools` and `store` operations of the WIT world, for
+//! the request the calling thread is serving ([`context`](super::context)). The WASM imports
+//! call the typed functions; the native table's `call` goes through [`call_json`], which
+//! reads the arguments and writes the answer as the JSON of `resman_sdk::pool`'s types.
+//!
+//! Each operation raises the call's seq to the journal seq it produced or observed, so the
+//! request's answer waits until that is durable.
+
+use super::context::{self, Call};
+use super::record::LeaseId;
+use super::view::{LeaseView, StatusView};
+use resman_sdk::pool::{self as sdk, AcquireRequest, PoolError};
+use resman_sdk::store;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+fn outside_a_call() -> PoolError {
+    PoolError::Storage("the host API is only available while the host is calling the jobber".into())
+}
+
+/// Runs `op` on the current call's pools and records the seq it returns.
+fn pooled<T>(
+    op: impl FnOnce(&Call) -> Result<(T, u64), PoolError>,
+) -> Result<T, PoolError> {
+    context::with(|call| {
+        let (value, seq) = op(call)?;
+        call.seq = call.seq.max(seq);
+        Ok(value)
+    })
+    .unwrap_or_else(|| Err(outside_a_call()))
+}
+
+fn lease_id(text: &str) -> Result<LeaseId, PoolError> {
+    text.trim()
+        .parse()
+        .map_err(|_| PoolError::UnknownLease(format!("{text:?} is not a lease id")))
+}
+
+pub(crate) fn add(pool: &str, resources: Vec<(String, String)>) -> Result<u32, PoolError> {
+    pooled(|call| call.pools.add(pool, resources))
+}
+
+pub(crate) fn remove(pool: &str, ids: &[String], force: bool) -> Result<u32, PoolError> {
+    pooled(|call| call.pools.remove(pool, ids, force))
+}
+
+pub(crate) fn acquire(request: AcquireRequest) -> Result<LeaseView, PoolError> {
+    pooled(|call| call.pools.acquire(call.client, request, call.deadline))
+}
+
+pub(crate) fn release(lease: &str) -> Result<LeaseView, PoolError> {
+    let lease = lease_id(lease)?;
+    pooled(|call| call.pools.release(lease))
+}
+
+pub(crate) fn release_resource(pool: &str, id: &str) -> Result<LeaseView, PoolError> {
+    pooled(|call| call.pools.release_resource(pool, id))
+}
+
+pub(crate) fn renew(lease: &str, ttl_ms: u64) -> Result<LeaseView, PoolError> {
+    let lease = lease_id(lease)?;
+    pooled(|call| call.pools.renew(lease, ttl_ms))
+}
+
+pub(crate) fn lease(lease: &str) -> Result<LeaseView, PoolError> {
+    let lease = lease_id(lease)?;
+    pooled(|call| call.pools.lease(lease))
+}
+
+pub(crate) fn status(pool: &str) -> Result<StatusView, PoolError> {
+    pooled(|call| call.pools.status(pool))
+}
+
+/// Runs `op` on the current call's pools and the plugin's namespace.
+fn stored<T>(
+    op: impl FnOnce(&Call) -> Result<(T, u64), String>,
+) -> Result<T, String> {
+    context::with(|call| {
+        let (value, seq) = op(call)?;
+        call.seq = call.seq.max(seq);
+        Ok(value)
+    })
+    .unwrap_or_else(|| Err(outside_a_call().message().to_owned()))
+}
+
+pub(crate) fn store_get(key: &str) -> Option<String> {
+    stored(|call| Ok(call.pools.kv_get(&call.namespace, key))).unwrap_or(None)
+}
+
+pub(crate) fn store_set(key: &str, value: &str) -> Result<(), String> {
+    stored(|call| {
+        let seq = call.pools.kv_set(&call.namespace, key, value)?;
+        Ok(((), seq))
+    })
+}
+
+pub(crate) fn store_delete(key: &str) -> Result<bool, String> {
+    stored(|call| call.pools.kv_delete(&call.namespace, key))
+}
+
+pub(crate) fn store_keys(prefix: &str) -> Vec<String> {
+    stored(|call| Ok(call.pools.kv_keys(&call.namespace, prefix))).unwrap_or_default()
+}
+
+/// The answer of [`call_json`]: whether the operation succeeded, and its JSON.
+pub(crate) struct JsonAnswer {
+    pub(crate) ok: bool,
+    pub(crate) json: Vec<u8>,
+}
+
+fn answer<T: Serialize, E: Serialize>(result: Result<T, E>) -> JsonAnswer {
+    let (ok, json) = match result {
+        Ok(value) => (true, serde_json::to_vec(&value)),
+        Err(err) => (false, serde_json::to_vec(&err)),
+    };
+    JsonAnswer {
+        ok,
+        json: json.expect("answers serialize"),
+    }
+}
+
+fn parse<A: DeserializeOwned>(op: &str, args: &[u8]) -> Result<A, String> {
+    serde_json::from_slice(args).map_err(|err| format!("{op}: bad arguments: {err}"))
+}
+
+/// Runs the operation `op` with JSON `args` (the native ABI's `call`).
+pub(crate) fn call_json(op: &str, args: &[u8]) -> JsonAnswer {
+    let pool_op = |result: Result<JsonAnswer, String>| {
+        result.unwrap_or_else(|reason| answer::<(), _>(Err(PoolError::Invalid(reason))))
+    };
+    let store_op = |result: Result<JsonAnswer, String>| {
+        result.unwrap_or_else(|reason| answer::<(), _>(Err(reason)))
+    };
+    match op {
+        "pools.add" => pool_op(parse(op, args).map(|a: sdk::args::Add| {
+            let resources = a
+                .resources
+                .into_iter()
+                .map(|r| (r.id, r.data.to_string()))
+                .collect();
+            answer(add(&a.pool, resources))
+        })),
+        "pools.remove" => pool_op(
+            parse(op, args).map(|a: sdk::args::Remove| answer(remove(&a.pool, &a.ids, a.force))),
+        ),
+        "pools.acquire" => pool_op(parse(op, args).map(|a: AcquireRequest| answer(acquire(a)))),
+        "pools.release" => {
+            pool_op(parse(op, args).map(|a: sdk::args::ByLease| answer(release(&a.lease))))
+        }
+        "pools.release-resource" => pool_op(
+            parse(op, args)
+                .map(|a: sdk::args::ByResource| answer(release_resource(&a.pool, &a.id))),
+        ),
+        "pools.renew" => pool_op(
+            parse(op, args).map(|a: sdk::args::Renew| answer(renew(&a.lease, a.ttl_ms))),
+        ),
+        "pools.get-lease" => {
+            pool_op(parse(op, args).map(|a: sdk::args::ByLease| answer(lease(&a.lease))))
+        }
+        "pools.status" => {
+            pool_op(parse(op, args).map(|a: sdk::args::ByPool| answer(status(&a.pool))))
+        }
+        "store.get" => store_op(
+            parse(op, args).map(|a: store::args::Key| answer::<_, String>(Ok(store_get(&a.key)))),
+        ),
+        "store.set" => store_op(
+            parse(op, args).map(|a: store::args::Set| answer(store_set(&a.key, &a.value))),
+        ),
+        "store.delete" => {
+            store_op(parse(op, args).map(|a: store::args::Key| answer(store_delete(&a.key))))
+        }
+        "store.keys" => store_op(parse(op, args).map(|a: store::args::Prefix| {
+            answer::<_, String>(Ok(store_keys(&a.prefix)))
+        })),
+        other => answer::<(), _>(Err(PoolError::Invalid(format!(
+            "the host has no operation {other:?}"
+        )))),
+    }
+}

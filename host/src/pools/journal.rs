@@ -1,0 +1,365 @@
+//! The pools' files in the data folder: an append-only journal of [`Record`]s and a snapshot,
+//! the scheme of Redis's AOF with rewrite. Chosen over an embedded database because the
+//! store's whole job is "append these records, then one fsync for all of them" (group
+//! commit), and the state is already an in-memory structure that a database would only
+//! duplicate; a journal does that in one `write` and one `fdatasync` per batch.
+//!
+//! - `LOCK`: held (advisory lock) while a host uses the folder, so two hosts never share it.
+//! - `journal-<n>.log`: frames `[len: u32 LE][crc32: u32 LE][seq: u64 LE][record JSON]`,
+//!   the CRC over seq and JSON; `seq` counts records from 1 over the folder's life.
+//! - `snapshot.json`: the whole state at some `seq`, and the first journal to replay after
+//!   it; replaced atomically (write, fsync, rename, fsync the folder).
+//!
+//! Recovery loads the snapshot and replays the journals from the one it names, in order,
+//! requiring consecutive seqs. The last journal may end in a torn record (the host died
+//! mid-write): it is dropped, because its batch was never synced and so never answered. A
+//! bad record anywhere else, a gap, or a record that does not fit the state is corruption and
+//! stops the start with an error naming the file and offset: never a silent reset.
+
+use super::record::Record;
+use super::state::{Snapshot, State};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// A journal is rolled into a new snapshot once it is this large.
+pub(crate) const COMPACT_AT_BYTES: u64 = 64 << 20;
+
+/// The largest record a journal may hold; a longer length field is corruption.
+const MAX_RECORD_BYTES: usize = 64 << 20;
+
+const HEADER_BYTES: usize = 16;
+
+const SNAPSHOT_FORMAT: u32 = 1;
+
+/// Why the data folder cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Reading or writing a file failed.
+    #[error("data folder: {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+    /// Another host holds the folder.
+    #[error("data folder {0} is in use by another resman host")]
+    Locked(PathBuf),
+    /// A file holds something that cannot be right.
+    #[error("data folder: {path} is corrupt at byte {offset}: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Where.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The snapshot file.
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    format: u32,
+    /// The last seq the snapshot includes.
+    seq: u64,
+    /// The first journal to replay after it.
+    journal: u64,
+    state: Snapshot,
+}
+
+/// What recovery found.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    pub(crate) state: State,
+    /// The last seq in the folder.
+    pub(crate) seq: u64,
+    /// The next journal number to use.
+    pub(crate) next_journal: u64,
+    /// Records replayed from journals.
+    pub(crate) replayed: u64,
+    /// Bytes of a torn last record that were dropped.
+    pub(crate) torn_bytes: u64,
+}
+
+/// An open data folder, locked for this host.
+#[derive(Debug)]
+pub(crate) struct Folder {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl Folder {
+    /// Opens (creating) and locks the folder.
+    pub(crate) fn open(path: &Path) -> Result<Folder, StoreError> {
+        fs::create_dir_all(path).map_err(io_error(path))?;
+        let lock_path = path.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_error(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(path.to_owned())),
+            Err(fs::TryLockError::Error(err)) => return Err(io_error(&lock_path)(err)),
+        }
+        Ok(Folder {
+            path: path.to_owned(),
+            _lock: lock,
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn snapshot_path(&self) -> PathBuf {
+        self.path.join("snapshot.json")
+    }
+
+    fn journal_path(&self, number: u64) -> PathBuf {
+        self.path.join(format!("journal-{number:08}.log"))
+    }
+
+    /// The journal numbers present, ascending.
+    fn journals(&self) -> Result<Vec<u64>, StoreError> {
+        let mut numbers = Vec::new();
+        for entry in fs::read_dir(&self.path).map_err(io_error(&self.path))? {
+            let entry = entry.map_err(io_error(&self.path))?;
+            let name = entry.file_name();
+            let number = name
+                .to_str()
+                .and_then(|name| name.strip_prefix("journal-"))
+                .and_then(|rest| rest.strip_suffix(".log"))
+                .and_then(|digits| digits.parse::<u64>().ok());
+            numbers.extend(number);
+        }
+        numbers.sort_unstable();
+        Ok(numbers)
+    }
+
+    /// Loads the snapshot and replays the journals after it.
+    pub(crate) fn recover(&self) -> Result<Recovered, StoreError> {
+        let snapshot_path = self.snapshot_path();
+        let (mut state, mut seq, first_journal) = match fs::read(&snapshot_path) {
+            Ok(bytes) => {
+                let corrupt = |reason: String| StoreError::Corrupt {
+                    path: snapshot_path.clone(),
+                    offset: 0,
+                    reason,
+                };
+                let file: SnapshotFile =
+                    serde_json::from_slice(&bytes).map_err(|err| corrupt(err.to_string()))?;
+                if file.format != SNAPSHOT_FORMAT {
+                    return Err(corrupt(format!("unknown format {}", file.format)));
+                }
+                let state = State::restore(file.state).map_err(corrupt)?;
+                (state, file.seq, file.journal)
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => (State::default(), 0, 0),
+            Err(err) => return Err(io_error(&snapshot_path)(err)),
+        };
+        let journals: Vec<u64> = self
+            .journals()?
+            .into_iter()
+            .filter(|&n| n >= first_journal)
+            .collect();
+        let (mut replayed, mut torn_bytes) = (0, 0);
+        for (index, &number) in journals.iter().enumerate() {
+            let path = self.journal_path(number);
+            let bytes = fs::read(&path).map_err(io_error(&path))?;
+            let last = index + 1 == journals.len();
+            let read = replay(&bytes, last, &mut state, &mut seq)
+                .map_err(|(offset, reason)| StoreError::Corrupt {
+                    path: path.clone(),
+                    offset,
+                    reason,
+                })?;
+            replayed += read.records;
+            torn_bytes += read.torn_bytes;
+        }
+        let next_journal = journals.last().map_or(first_journal, |n| n + 1);
+        Ok(Recovered {
+            state,
+            seq,
+            next_journal,
+            replayed,
+            torn_bytes,
+        })
+    }
+
+    /// Writes `state` as the snapshot at `seq`, replaying from journal `journal` on, and
+    /// removes the journals before that one.
+    pub(crate) fn write_snapshot(
+        &self,
+        state: Snapshot,
+        seq: u64,
+        journal: u64,
+    ) -> Result<(), StoreError> {
+        let file = SnapshotFile {
+            format: SNAPSHOT_FORMAT,
+            seq,
+            journal,
+            state,
+        };
+        let path = self.snapshot_path();
+        let temp = self.path.join("snapshot.json.tmp");
+        let bytes = serde_json::to_vec(&file).expect("a snapshot serializes");
+        let mut out = File::create(&temp).map_err(io_error(&temp))?;
+        out.write_all(&bytes).map_err(io_error(&temp))?;
+        out.sync_all().map_err(io_error(&temp))?;
+        fs::rename(&temp, &path).map_err(io_error(&path))?;
+        self.sync()?;
+        for number in self.journals()? {
+            if number < journal {
+                let old = self.journal_path(number);
+                fs::remove_file(&old).map_err(io_error(&old))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates journal `number`, empty, for appending.
+    pub(crate) fn create_journal(&self, number: u64) -> Result<Journal, StoreError> {
+        let path = self.journal_path(number);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        self.sync()?;
+        Ok(Journal {
+            file,
+            path,
+            number,
+            len: 0,
+        })
+    }
+
+    /// Makes the folder's entries (new and renamed files) durable.
+    fn sync(&self) -> Result<(), StoreError> {
+        File::open(&self.path)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io_error(&self.path))
+    }
+}
+
+/// The journal being appended to.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    file: File,
+    path: PathBuf,
+    pub(crate) number: u64,
+    pub(crate) len: u64,
+}
+
+impl Journal {
+    /// Appends encoded frames and makes them durable: one write, one fdatasync.
+    pub(crate) fn commit(&mut self, frames: &[u8]) -> Result<(), StoreError> {
+        self.file.write_all(frames).map_err(io_error(&self.path))?;
+        self.file.sync_data().map_err(io_error(&self.path))?;
+        self.len += frames.len() as u64;
+        Ok(())
+    }
+}
+
+/// Appends `record`'s frame with `seq` to `out`.
+pub(crate) fn encode(seq: u64, record: &Record, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&seq.to_le_bytes());
+    serde_json::to_writer(&mut *out, record).expect("records serialize");
+    let len = (out.len() - start - HEADER_BYTES) as u32;
+    let crc = crc32fast::hash(&out[start + 8..]);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+struct Replayed {
+    records: u64,
+    torn_bytes: u64,
+}
+
+/// Replays one journal's frames onto `state`; `last` allows a torn tail. Errors carry the
+/// offset of the bad frame.
+fn replay(
+    bytes: &[u8],
+    last: bool,
+    state: &mut State,
+    seq: &mut u64,
+) -> Result<Replayed, (u64, String)> {
+    let mut offset = 0;
+    let mut records = 0;
+    while offset < bytes.len() {
+        let rest = &bytes[offset..];
+        let torn = |reason: &str| -> Result<Replayed, (u64, String)> {
+            if last {
+                Ok(Replayed {
+                    records,
+                    torn_bytes: rest.len() as u64,
+                })
+            } else {
+                Err((offset as u64, reason.to_owned()))
+            }
+        };
+        if rest.len() < HEADER_BYTES {
+            return torn("a frame header is cut short");
+        }
+        let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+        if len == 0 && rest.iter().all(|&b| b == 0) {
+            return torn("zeros where a frame should be");
+        }
+        if len > MAX_RECORD_BYTES {
+            return Err((offset as u64, format!("a frame claims {len} bytes")));
+        }
+        let end = HEADER_BYTES + len;
+        if rest.len() < end {
+            return torn("a frame is cut short");
+        }
+        if crc32fast::hash(&rest[8..end]) != crc {
+            // A bad checksum on the very last frame is a write the crash interrupted;
+            // anywhere else the file was damaged after it was written.
+            if rest.len() == end {
+                return torn("the last frame's checksum does not match");
+            }
+            return Err((offset as u64, "checksum mismatch".into()));
+        }
+        let record_seq = u64::from_le_bytes(rest[8..16].try_into().expect("8 bytes"));
+        if record_seq <= *seq {
+            // Already in the snapshot (a crash between snapshot and journal removal).
+            offset += end;
+            continue;
+        }
+        if record_seq != *seq + 1 {
+            return Err((
+                offset as u64,
+                format!("record {record_seq} follows record {seq}"),
+            ));
+        }
+        let record: Record = serde_json::from_slice(&rest[HEADER_BYTES..end])
+            .map_err(|err| (offset as u64, format!("unreadable record: {err}")))?;
+        state
+            .apply(&record)
+            .map_err(|reason| (offset as u64, reason))?;
+        *seq = record_seq;
+        records += 1;
+        offset += end;
+    }
+    Ok(Replayed {
+        records,
+        torn_bytes: 0,
+    })
+}

@@ -1,0 +1,469 @@
+//! Durable resource pools: the host's half of "nothing is granted twice or lost".
+//!
+//! The data path of a pool operation:
+//!
+//! 1. A jobber calls the host API (a WASM import or the native table's `call`); `api` finds
+//!    the request it serves in [`context`] and calls [`Pools`].
+//! 2. [`Pools`] runs the operation on the [`state::State`] under one lock: the state decides,
+//!    applies the resulting [`record::Record`]s and the records are encoded into the journal
+//!    buffer with the next seqs. Waiters the operation satisfied are handed their grants.
+//! 3. The committer thread writes everything buffered with one write and one fdatasync (group
+//!    commit: whatever arrived during the previous sync goes in the next), then tells
+//!    [`durability::Durability`] the seq that is now durable.
+//! 4. The executor gave the request's answer to `Durability` with the highest seq the call
+//!    touched, so the answer leaves only once that seq is on disk; meanwhile the lane has
+//!    moved on to its next request.
+//!
+//! An expiry thread ends leases at their deadlines. Without a data folder the pools live in
+//! memory only and answers never wait.
+
+pub(crate) mod api;
+pub(crate) mod context;
+pub(crate) mod durability;
+mod journal;
+pub(crate) mod record;
+pub(crate) mod state;
+pub(crate) mod view;
+
+pub use journal::StoreError;
+
+use durability::Durability;
+use journal::{Folder, Journal};
+use record::{Data, LeaseId, Record};
+use resman_sdk::pool::{AcquireRequest, PoolError};
+use state::{Acquired, State, WaiterId, Woken};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use view::{LeaseView, StatusView};
+
+/// How much of a call's deadline a waiting acquire leaves for the jobber to answer.
+const ANSWER_MARGIN: Duration = Duration::from_millis(100);
+
+/// The pools of one host.
+pub(crate) struct Pools {
+    inner: Mutex<Inner>,
+    /// Wakes the committer: frames to write, or stopping.
+    work: Condvar,
+    /// Wakes the expiry thread: a sooner deadline, or stopping.
+    clock: Condvar,
+    durability: Durability,
+    /// Whether there is a journal (a data folder).
+    persistent: bool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+struct Inner {
+    state: State,
+    /// Encoded frames not yet handed to the committer.
+    frames: Vec<u8>,
+    /// The last seq given to a record.
+    seq: u64,
+    /// Scratch: the records of the operation under way.
+    log: Vec<Record>,
+    /// Scratch: the waiters the operation under way answered.
+    woken: Vec<Woken>,
+    /// Where each waiting acquire's answer goes.
+    waiters: HashMap<WaiterId, SyncSender<Result<LeaseView, PoolError>>>,
+    /// Set when the journal could not be written: every later operation is refused.
+    failed: Option<String>,
+    stopping: bool,
+}
+
+impl Pools {
+    /// Pools in memory only: lost at exit, answers never wait for a disk.
+    pub(crate) fn in_memory() -> Arc<Pools> {
+        let pools = Arc::new(Pools::new(State::default(), 0, false));
+        pools.spawn("resman-expiry", Pools::expiry_loop);
+        pools
+    }
+
+    /// Opens the data folder: recovers what it holds, ends the leases that cannot have
+    /// survived the restart, writes a fresh snapshot and starts journaling.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the folder is in use, unreadable or corrupt.
+    pub(crate) fn open(path: &Path) -> Result<Arc<Pools>, StoreError> {
+        let folder = Folder::open(path)?;
+        let recovered = folder.recover()?;
+        let mut state = recovered.state;
+        let mut ended = Vec::new();
+        state.after_restart(crate::plugins::now_ms(), &mut ended);
+        let journal = folder.create_journal(recovered.next_journal)?;
+        folder.write_snapshot(state.snapshot(), recovered.seq, journal.number)?;
+        tracing::info!(
+            folder = %folder.path().display(),
+            replayed = recovered.replayed,
+            torn_tail_bytes = recovered.torn_bytes,
+            leases_ended_by_restart = ended.len(),
+            "pools restored"
+        );
+        let pools = Arc::new(Pools::new(state, recovered.seq, true));
+        pools.durability.publish(recovered.seq);
+        pools.spawn("resman-expiry", Pools::expiry_loop);
+        let committer = pools.clone();
+        let handle = std::thread::Builder::new()
+            .name("resman-commit".into())
+            .spawn(move || committer.commit_loop(folder, journal))
+            .expect("spawning the committer thread");
+        pools.lock_threads().push(handle);
+        Ok(pools)
+    }
+
+    fn new(state: State, seq: u64, persistent: bool) -> Pools {
+        Pools {
+            inner: Mutex::new(Inner {
+                state,
+                frames: Vec::new(),
+                seq,
+                log: Vec::new(),
+                woken: Vec::new(),
+                waiters: HashMap::new(),
+                failed: None,
+                stopping: false,
+            }),
+            work: Condvar::new(),
+            clock: Condvar::new(),
+            durability: Durability::default(),
+            persistent,
+            threads: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn spawn(self: &Arc<Self>, name: &str, body: fn(Arc<Pools>)) {
+        let pools = self.clone();
+        let handle = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || body(pools))
+            .expect("spawning a pools thread");
+        self.lock_threads().push(handle);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_threads(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.threads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Where answers wait for their seq.
+    pub(crate) fn durability(&self) -> &Durability {
+        &self.durability
+    }
+
+    /// Runs one operation under the lock, journals its records and answers the waiters it
+    /// served; returns its result and the seq its answer must wait for.
+    fn run<T>(
+        &self,
+        op: impl FnOnce(&mut State, u64, &mut Vec<Record>, &mut Vec<Woken>) -> Result<T, PoolError>,
+    ) -> Result<(T, u64), PoolError> {
+        let mut inner = self.lock();
+        if let Some(reason) = &inner.failed {
+            return Err(PoolError::Storage(reason.clone()));
+        }
+        let before = inner.state.next_expiry();
+        let Inner {
+            state, log, woken, ..
+        } = &mut *inner;
+        let result = op(state, crate::plugins::now_ms(), log, woken);
+        self.settle(&mut inner, before);
+        let seq = inner.seq;
+        result.map(|value| (value, seq))
+    }
+
+    /// After an operation: its records to the journal buffer, its woken waiters answered,
+    /// the expiry thread told of a sooner deadline.
+    fn settle(&self, inner: &mut Inner, expiry_before: Option<u64>) {
+        if !inner.log.is_empty() {
+            if self.persistent {
+                let Inner {
+                    log, frames, seq, ..
+                } = inner;
+                for record in log.drain(..) {
+                    *seq += 1;
+                    journal::encode(*seq, &record, frames);
+                }
+                self.work.notify_one();
+            } else {
+                inner.log.clear();
+            }
+        }
+        let Inner { woken, waiters, .. } = inner;
+        for (id, result) in woken.drain(..) {
+            if let Some(answer) = waiters.remove(&id) {
+                // The waiter's channel has room for its one answer.
+                let _ = answer.try_send(result);
+            }
+        }
+        let after = inner.state.next_expiry();
+        if after.is_some() && (expiry_before.is_none() || after < expiry_before) {
+            self.clock.notify_one();
+        }
+    }
+
+    /// Adds resources (`(id, data JSON text)`).
+    pub(crate) fn add(
+        &self,
+        pool: &str,
+        resources: Vec<(String, String)>,
+    ) -> Result<(u32, u64), PoolError> {
+        let resources = resources
+            .into_iter()
+            .map(|(id, data)| {
+                let data = if data.trim().is_empty() {
+                    Data::null()
+                } else {
+                    Data::parse(&data).map_err(|err| {
+                        PoolError::Invalid(format!("data of resource {id} is not JSON: {err}"))
+                    })?
+                };
+                Ok((id, data))
+            })
+            .collect::<Result<Vec<_>, PoolError>>()?;
+        self.run(|state, now, log, woken| state.add(pool, resources, now, log, woken))
+    }
+
+    pub(crate) fn remove(
+        &self,
+        pool: &str,
+        ids: &[String],
+        force: bool,
+    ) -> Result<(u32, u64), PoolError> {
+        self.run(|state, now, log, woken| state.remove(pool, ids, force, now, log, woken))
+    }
+
+    /// Acquires for `client`; blocks while it waits, never past `deadline` less a margin for
+    /// the jobber to answer.
+    pub(crate) fn acquire(
+        &self,
+        client: u64,
+        mut request: AcquireRequest,
+        deadline: Instant,
+    ) -> Result<(LeaseView, u64), PoolError> {
+        if let Some(wait) = request.wait_ms {
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .saturating_sub(ANSWER_MARGIN);
+            request.wait_ms = Some(wait.min(left.as_millis() as u64));
+        }
+        let wait = Duration::from_millis(request.wait_ms.unwrap_or(0));
+        let (answer, answered) = mpsc::sync_channel(1);
+        let id = {
+            let mut inner = self.lock();
+            if let Some(reason) = &inner.failed {
+                return Err(PoolError::Storage(reason.clone()));
+            }
+            let before = inner.state.next_expiry();
+            let Inner {
+                state,
+                log,
+                waiters,
+                ..
+            } = &mut *inner;
+            let acquired = state.acquire(client, request, crate::plugins::now_ms(), log);
+            // The answer channel is registered under the same lock that queued the waiter,
+            // so no release can serve it before there is somewhere to send the grant.
+            if let Ok(Acquired::Waiting(id)) = &acquired {
+                waiters.insert(*id, answer);
+            }
+            self.settle(&mut inner, before);
+            match acquired? {
+                Acquired::Granted(lease) => return Ok((lease, inner.seq)),
+                Acquired::Waiting(id) => id,
+            }
+        };
+        let result = match answered.recv_timeout(wait) {
+            Ok(result) => result,
+            Err(_) => {
+                let cancelled = self.run(|state, now, log, woken| {
+                    Ok(state.cancel_waiter(id, now, log, woken))
+                });
+                let mut inner = self.lock();
+                inner.waiters.remove(&id);
+                drop(inner);
+                match cancelled {
+                    Ok((true, _)) => Err(PoolError::Unavailable(format!(
+                        "not enough resources were freed within {} ms",
+                        wait.as_millis()
+                    ))),
+                    _ => answered.try_recv().unwrap_or_else(|_| {
+                        Err(PoolError::Unavailable("the wait ended unanswered".into()))
+                    }),
+                }
+            }
+        };
+        let seq = self.lock().seq;
+        result.map(|lease| (lease, seq))
+    }
+
+    pub(crate) fn release(&self, lease: LeaseId) -> Result<(LeaseView, u64), PoolError> {
+        self.run(|state, now, log, woken| state.release(lease, now, log, woken))
+    }
+
+    pub(crate) fn release_resource(
+        &self,
+        pool: &str,
+        id: &str,
+    ) -> Result<(LeaseView, u64), PoolError> {
+        self.run(|state, now, log, woken| state.release_resource(pool, id, now, log, woken))
+    }
+
+    pub(crate) fn renew(&self, lease: LeaseId, ttl_ms: u64) -> Result<(LeaseView, u64), PoolError> {
+        self.run(|state, now, log, _| state.renew(lease, ttl_ms, now, log))
+    }
+
+    pub(crate) fn lease(&self, lease: LeaseId) -> Result<(LeaseView, u64), PoolError> {
+        self.run(|state, _, _, _| state.lease(lease))
+    }
+
+    pub(crate) fn status(&self, pool: &str) -> Result<(StatusView, u64), PoolError> {
+        self.run(|state, _, _, _| state.status(pool))
+    }
+
+    pub(crate) fn kv_get(&self, ns: &str, key: &str) -> (Option<String>, u64) {
+        let inner = self.lock();
+        (inner.state.kv_get(ns, key), inner.seq)
+    }
+
+    pub(crate) fn kv_keys(&self, ns: &str, prefix: &str) -> (Vec<String>, u64) {
+        let inner = self.lock();
+        (inner.state.kv_keys(ns, prefix), inner.seq)
+    }
+
+    pub(crate) fn kv_set(&self, ns: &str, key: &str, value: &str) -> Result<u64, String> {
+        let stored = self.run(|state, _, log, _| {
+            state
+                .kv_set(ns, key, value, log)
+                .map_err(PoolError::Invalid)
+        });
+        stored.map(|((), seq)| seq).map_err(|err| err.message().to_owned())
+    }
+
+    pub(crate) fn kv_delete(&self, ns: &str, key: &str) -> Result<(bool, u64), String> {
+        self.run(|state, _, log, _| Ok(state.kv_delete(ns, key, log)))
+            .map_err(|err| err.message().to_owned())
+    }
+
+    /// A client's connection closed.
+    pub(crate) fn client_gone(&self, client: u64) {
+        let _ = self.run(|state, now, log, woken| {
+            state.client_gone(client, now, log, woken);
+            Ok(())
+        });
+    }
+
+    /// Answers every waiting acquire `unavailable`: the host is shutting down.
+    pub(crate) fn end_waits(&self) {
+        let mut inner = self.lock();
+        let err = PoolError::Unavailable("the host is shutting down".into());
+        inner.woken = inner.state.drop_waiters(&err);
+        self.settle(&mut inner, None);
+    }
+
+    /// Ends every wait, writes what is buffered, and stops the threads. Answers held for
+    /// durability are released by the last commit.
+    pub(crate) fn close(&self) {
+        self.end_waits();
+        self.lock().stopping = true;
+        self.work.notify_all();
+        self.clock.notify_all();
+        let threads = std::mem::take(&mut *self.lock_threads());
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+
+    /// Ends leases at their deadlines.
+    fn expiry_loop(self: Arc<Self>) {
+        let mut inner = self.lock();
+        loop {
+            if inner.stopping {
+                return;
+            }
+            let now = crate::plugins::now_ms();
+            let before = inner.state.next_expiry();
+            {
+                let Inner {
+                    state, log, woken, ..
+                } = &mut *inner;
+                state.expire(now, log, woken);
+            }
+            self.settle(&mut inner, before);
+            let sleep = inner
+                .state
+                .next_expiry()
+                .map_or(Duration::from_secs(3600), |at| {
+                    Duration::from_millis(at.saturating_sub(now).max(1))
+                });
+            inner = self
+                .clock
+                .wait_timeout(inner, sleep)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Writes and syncs what operations buffered, one batch per sync, and rolls the journal
+    /// into a snapshot when it grows large.
+    fn commit_loop(self: Arc<Self>, folder: Folder, mut journal: Journal) {
+        let mut frames = Vec::new();
+        loop {
+            let (seq, snapshot) = {
+                let mut inner = self.lock();
+                while inner.frames.is_empty() && !inner.stopping {
+                    inner = self
+                        .work
+                        .wait(inner)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+                if inner.frames.is_empty() {
+                    return;
+                }
+                std::mem::swap(&mut frames, &mut inner.frames);
+                let full = journal.len + frames.len() as u64 >= journal::COMPACT_AT_BYTES;
+                (inner.seq, full.then(|| inner.state.snapshot()))
+            };
+            if let Err(err) = journal.commit(&frames) {
+                self.fail(&err);
+                return;
+            }
+            frames.clear();
+            self.durability.publish(seq);
+            if let Some(snapshot) = snapshot {
+                let rolled = folder.create_journal(journal.number + 1).and_then(|next| {
+                    folder.write_snapshot(snapshot, seq, next.number)?;
+                    Ok(next)
+                });
+                match rolled {
+                    Ok(next) => journal = next,
+                    Err(err) => tracing::warn!(%err, "could not roll the journal into a snapshot"),
+                }
+            }
+        }
+    }
+
+    /// The journal cannot be written: nothing more is granted and held answers fail.
+    fn fail(&self, err: &StoreError) {
+        let reason = format!("the pools' journal cannot be written: {err}");
+        tracing::error!(%reason, "pools stopped");
+        self.lock().failed = Some(reason.clone());
+        self.durability.fail(reason);
+    }
+}
+
+impl std::fmt::Debug for Pools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pools")
+            .field("persistent", &self.persistent)
+            .finish_non_exhaustive()
+    }
+}

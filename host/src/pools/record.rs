@@ -1,0 +1,118 @@
+//! [`Record`]: one effect on the pools' state, as the journal stores it. Records say what
+//! happened (this lease was granted these resources with this token), never what was asked
+//! (acquire 2), so replaying them rebuilds exactly the state that answered clients, whatever
+//! the waiters, clocks and choices were at the time.
+//!
+//! Resource data is JSON text checked when it was added ([`Data`]), kept and written as is.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+use std::sync::Arc;
+
+/// A lease's number; clients see it as a decimal string.
+pub(crate) type LeaseId = u64;
+
+/// One effect on the state. [`super::state::State::apply`] is the only code that changes the
+/// state, for live operations and replay alike.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Record {
+    /// Resources joined a pool (made if new); an empty list only makes the pool.
+    Add {
+        pool: String,
+        resources: Vec<(String, Data)>,
+    },
+    /// A free resource left its pool.
+    Remove { pool: String, id: String },
+    /// A lease was granted.
+    Grant(GrantRecord),
+    /// A lease ended (released, expired, its holder gone, or forced by a removal).
+    Release { lease: LeaseId },
+    /// A lease got a new deadline.
+    Renew {
+        lease: LeaseId,
+        expires_at_ms: Option<u64>,
+    },
+    /// A plugin's key was set.
+    KvSet {
+        ns: String,
+        key: String,
+        value: String,
+    },
+    /// A plugin's key was removed.
+    KvDelete { ns: String, key: String },
+}
+
+/// A grant as stored: which resources, under which lease and token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct GrantRecord {
+    pub(crate) lease: LeaseId,
+    pub(crate) token: u64,
+    pub(crate) holder: u64,
+    pub(crate) expires_at_ms: Option<u64>,
+    pub(crate) on_disconnect: bool,
+    pub(crate) request_id: Option<String>,
+    /// (pool, resource id) pairs.
+    pub(crate) resources: Vec<(String, String)>,
+}
+
+/// Resource data: JSON text, validated once when it is added, shared and never re-parsed on
+/// the grant path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Data(Arc<str>);
+
+impl Data {
+    /// Checks that `text` is one JSON value.
+    pub(crate) fn parse(text: &str) -> Result<Data, serde_json::Error> {
+        let raw: &RawValue = serde_json::from_str(text)?;
+        Ok(Data(raw.get().into()))
+    }
+
+    /// The JSON text.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The JSON `null`.
+    pub(crate) fn null() -> Data {
+        Data("null".into())
+    }
+}
+
+impl Serialize for Data {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // The text was checked when it was made, so this only re-reads its extent.
+        let raw: &RawValue = serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Data {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        Ok(Data(raw.get().into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_with_data_kept_as_written() {
+        let record = Record::Add {
+            pool: "p".into(),
+            resources: vec![("a".into(), Data::parse(r#"{"x": [1, 2]}"#).unwrap())],
+        };
+        let text = serde_json::to_string(&record).unwrap();
+        assert_eq!(text, r#"{"add":{"pool":"p","resources":[["a",{"x": [1, 2]}]]}}"#);
+        assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), record);
+    }
+
+    #[test]
+    fn data_must_be_one_json_value() {
+        assert!(Data::parse("{").is_err());
+        assert!(Data::parse("1 2").is_err());
+        assert_eq!(Data::parse(" 7 ").unwrap().as_str(), "7");
+    }
+}

@@ -1,0 +1,1035 @@
+//! [`State`]: the pools, leases, waiters and plugin key-value stores in memory, and the rules
+//! of every operation. Pure: no I/O, no clock (the caller passes `now_ms`), no threads, so it
+//! is tested against a model by property tests and replayed from the journal unchanged.
+//!
+//! An operation decides, then emits [`Record`]s through [`State::commit`], which applies each
+//! one with [`State::apply`] — the only code that changes pools and leases — and hands it to
+//! the caller's log for the journal. Replay calls `apply` on the same records, so a restarted
+//! host holds exactly what the old one had told clients.
+//!
+//! Waiters are the one part not journaled: a waiting acquire belongs to a live request, and a
+//! restart ends every request.
+
+use super::record::{Data, GrantRecord, LeaseId, Record};
+use super::view::{GrantView, HeldView, LeaseView, ResourceView, StatusView};
+use resman_sdk::pool::{AcquireRequest, PoolError};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+/// The longest pool name, resource id, request id or store key, in bytes.
+pub(crate) const MAX_NAME_BYTES: usize = 1024;
+
+/// The longest store value, in bytes.
+pub(crate) const MAX_VALUE_BYTES: usize = 1 << 20;
+
+/// How many request ids of ended leases are remembered (so that a late repeat is refused,
+/// not granted again); the oldest are forgotten first.
+pub(crate) const REMEMBERED_REQUEST_IDS: usize = 100_000;
+
+/// The most wants in one acquire.
+const MAX_WANTS: usize = 64;
+
+/// A waiting acquire's number.
+pub(crate) type WaiterId = u64;
+
+/// A waiter that has an answer: its grant, or why it will get none.
+pub(crate) type Woken = (WaiterId, Result<LeaseView, PoolError>);
+
+/// How an acquire ended.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Acquired {
+    Granted(LeaseView),
+    /// Queued; the answer comes later as a [`Woken`].
+    Waiting(WaiterId),
+}
+
+/// Every pool, lease and store, and the waiters.
+#[derive(Debug)]
+pub(crate) struct State {
+    pools: HashMap<String, Pool>,
+    leases: HashMap<LeaseId, Lease>,
+    /// Request id → the lease it granted, live or ended.
+    requests: HashMap<String, LeaseId>,
+    /// Request ids of ended leases, oldest first.
+    ended_requests: VecDeque<String>,
+    /// (deadline, lease), soonest first.
+    expiries: BTreeSet<(u64, LeaseId)>,
+    /// Client → its leases that end when its connection closes.
+    on_disconnect: HashMap<u64, BTreeSet<LeaseId>>,
+    kv: HashMap<String, BTreeMap<String, String>>,
+    next_lease: LeaseId,
+    /// Fencing tokens come from one counter for all resources, so a resource's tokens grow
+    /// over its whole history, through removal and re-adding too.
+    next_token: u64,
+    /// Orders free resources: a resource freed later is granted later.
+    free_clock: u64,
+    waiters: VecDeque<Waiter>,
+    next_waiter: WaiterId,
+}
+
+#[derive(Debug, Default)]
+struct Pool {
+    resources: HashMap<String, Resource>,
+    /// free_key → id, in grant order.
+    free: BTreeMap<u64, String>,
+    /// Waiters that want this pool.
+    waiting: u32,
+}
+
+#[derive(Debug)]
+struct Resource {
+    data: Data,
+    held_by: Option<LeaseId>,
+    /// Its place in `Pool::free` while free.
+    free_key: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Lease {
+    token: u64,
+    holder: u64,
+    expires_at_ms: Option<u64>,
+    on_disconnect: bool,
+    request_id: Option<String>,
+    resources: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    id: WaiterId,
+    client: u64,
+    request: AcquireRequest,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            pools: HashMap::new(),
+            leases: HashMap::new(),
+            requests: HashMap::new(),
+            ended_requests: VecDeque::new(),
+            expiries: BTreeSet::new(),
+            on_disconnect: HashMap::new(),
+            kv: HashMap::new(),
+            next_lease: 1,
+            next_token: 1,
+            free_clock: 0,
+            waiters: VecDeque::new(),
+            next_waiter: 1,
+        }
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), PoolError> {
+    if name.is_empty() {
+        return Err(PoolError::Invalid(format!("{what} must not be empty")));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(PoolError::Invalid(format!(
+            "{what} is {} bytes, more than {MAX_NAME_BYTES}",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+fn unknown_lease(lease: LeaseId) -> PoolError {
+    PoolError::UnknownLease(format!("no lease {lease} is held"))
+}
+
+impl State {
+    /// Applies `record` and appends it to `log`: how every operation changes the state.
+    fn commit(&mut self, record: Record, log: &mut Vec<Record>) {
+        let applied = self.apply(&record);
+        debug_assert!(applied.is_ok(), "a live operation made a bad record: {applied:?}");
+        log.push(record);
+    }
+
+    /// Applies one record. An error means the record does not fit the state: a corrupt
+    /// journal when replaying.
+    pub(crate) fn apply(&mut self, record: &Record) -> Result<(), String> {
+        match record {
+            Record::Add { pool, resources } => {
+                let clock = &mut self.free_clock;
+                let entry = self.pools.entry(pool.clone()).or_default();
+                for (id, data) in resources {
+                    if entry.resources.contains_key(id) {
+                        return Err(format!("resource {id} added twice to pool {pool}"));
+                    }
+                    *clock += 1;
+                    entry.free.insert(*clock, id.clone());
+                    let resource = Resource {
+                        data: data.clone(),
+                        held_by: None,
+                        free_key: *clock,
+                    };
+                    entry.resources.insert(id.clone(), resource);
+                }
+            }
+            Record::Remove { pool, id } => {
+                let entry = self
+                    .pools
+                    .get_mut(pool)
+                    .ok_or_else(|| format!("remove from unknown pool {pool}"))?;
+                match entry.resources.get(id) {
+                    Some(resource) if resource.held_by.is_none() => {
+                        entry.free.remove(&resource.free_key);
+                        entry.resources.remove(id);
+                    }
+                    _ => return Err(format!("remove of {pool}/{id}, which is not free")),
+                }
+            }
+            Record::Grant(grant) => self.apply_grant(grant)?,
+            Record::Release { lease } => {
+                let ended = self
+                    .leases
+                    .remove(lease)
+                    .ok_or_else(|| format!("release of unknown lease {lease}"))?;
+                for (pool, id) in &ended.resources {
+                    let entry = self.pools.get_mut(pool).expect("a lease's pools exist");
+                    let resource = entry
+                        .resources
+                        .get_mut(id)
+                        .expect("a lease's resources exist");
+                    self.free_clock += 1;
+                    resource.held_by = None;
+                    resource.free_key = self.free_clock;
+                    entry.free.insert(self.free_clock, id.clone());
+                }
+                self.forget_lease_indexes(*lease, &ended);
+                if let Some(request_id) = ended.request_id {
+                    self.ended_requests.push_back(request_id);
+                    if self.ended_requests.len() > REMEMBERED_REQUEST_IDS {
+                        let oldest = self.ended_requests.pop_front().expect("not empty");
+                        self.requests.remove(&oldest);
+                    }
+                }
+            }
+            Record::Renew {
+                lease,
+                expires_at_ms,
+            } => {
+                let held = self
+                    .leases
+                    .get_mut(lease)
+                    .ok_or_else(|| format!("renew of unknown lease {lease}"))?;
+                if let Some(old) = held.expires_at_ms {
+                    self.expiries.remove(&(old, *lease));
+                }
+                held.expires_at_ms = *expires_at_ms;
+                if let Some(new) = expires_at_ms {
+                    self.expiries.insert((*new, *lease));
+                }
+            }
+            Record::KvSet { ns, key, value } => {
+                self.kv
+                    .entry(ns.clone())
+                    .or_default()
+                    .insert(key.clone(), value.clone());
+            }
+            Record::KvDelete { ns, key } => {
+                if let Some(space) = self.kv.get_mut(ns) {
+                    space.remove(key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_grant(&mut self, grant: &GrantRecord) -> Result<(), String> {
+        if self.leases.contains_key(&grant.lease) {
+            return Err(format!("lease {} granted twice", grant.lease));
+        }
+        for (pool, id) in &grant.resources {
+            let free = self
+                .pools
+                .get(pool)
+                .and_then(|entry| entry.resources.get(id))
+                .is_some_and(|resource| resource.held_by.is_none());
+            if !free {
+                return Err(format!("grant of {pool}/{id}, which is not free"));
+            }
+        }
+        for (pool, id) in &grant.resources {
+            let entry = self.pools.get_mut(pool).expect("checked above");
+            let resource = entry.resources.get_mut(id).expect("checked above");
+            resource.held_by = Some(grant.lease);
+            entry.free.remove(&resource.free_key);
+        }
+        if let Some(at) = grant.expires_at_ms {
+            self.expiries.insert((at, grant.lease));
+        }
+        if grant.on_disconnect {
+            self.on_disconnect
+                .entry(grant.holder)
+                .or_default()
+                .insert(grant.lease);
+        }
+        if let Some(request_id) = &grant.request_id {
+            self.requests.insert(request_id.clone(), grant.lease);
+        }
+        self.next_lease = self.next_lease.max(grant.lease + 1);
+        self.next_token = self.next_token.max(grant.token + 1);
+        let lease = Lease {
+            token: grant.token,
+            holder: grant.holder,
+            expires_at_ms: grant.expires_at_ms,
+            on_disconnect: grant.on_disconnect,
+            request_id: grant.request_id.clone(),
+            resources: grant.resources.clone(),
+        };
+        self.leases.insert(grant.lease, lease);
+        Ok(())
+    }
+
+    fn forget_lease_indexes(&mut self, id: LeaseId, lease: &Lease) {
+        if let Some(at) = lease.expires_at_ms {
+            self.expiries.remove(&(at, id));
+        }
+        if lease.on_disconnect {
+            if let Some(leases) = self.on_disconnect.get_mut(&lease.holder) {
+                leases.remove(&id);
+                if leases.is_empty() {
+                    self.on_disconnect.remove(&lease.holder);
+                }
+            }
+        }
+    }
+
+    // ---- pools ---------------------------------------------------------------------------
+
+    /// Adds resources (ids already in the pool, or repeated, are skipped); returns how many
+    /// were new. Waiters the new resources satisfy are woken.
+    pub(crate) fn add(
+        &mut self,
+        pool: &str,
+        resources: Vec<(String, Data)>,
+        now_ms: u64,
+        log: &mut Vec<Record>,
+        woken: &mut Vec<Woken>,
+    ) -> Result<u32, PoolError> {
+        check_name("pool name", pool)?;
+        for (id, _) in &resources {
+            check_name("resource id", id)?;
+        }
+        let existing = self.pools.get(pool);
+        let mut seen = HashSet::new();
+        let new: Vec<(String, Data)> = resources
+            .into_iter()
+            .filter(|(id, _)| {
+                existing.is_none_or(|entry| !entry.resources.contains_key(id))
+                    && seen.insert(id.clone())
+            })
+            .collect();
+        let added = new.len() as u32;
+        if existing.is_none() || added > 0 {
+            let record = Record::Add {
+                pool: pool.to_owned(),
+                resources: new,
+            };
+            self.commit(record, log);
+        }
+        self.serve_waiters(now_ms, log, woken);
+        Ok(added)
+    }
+
+    /// Removes resources, all or none; a held one only with `force`, which ends its lease.
+    pub(crate) fn remove(
+        &mut self,
+        pool: &str,
+        ids: &[String],
+        force: bool,
+        now_ms: u64,
+        log: &mut Vec<Record>,
+        woken: &mut Vec<Woken>,
+    ) -> Result<u32, PoolError> {
+        let entry = self.pool(pool)?;
+        let mut leases = BTreeSet::new();
+        let mut targets = BTreeSet::new();
+        for id in ids {
+            let resource = entry.resources.get(id).ok_or_else(|| {
+                PoolError::UnknownResource(format!("pool {pool} has no resource {id}"))
+            })?;
+            if let Some(lease) = resource.held_by {
+                if !force {
+                    return Err(PoolError::Conflict(format!(
+                        "resource {id} of pool {pool} is held by lease {lease}; remove it \
+                         with force to end that lease"
+                    )));
+                }
+                leases.insert(lease);
+            }
+            targets.insert(id.clone());
+        }
+        for lease in leases {
+            self.commit(Record::Release { lease }, log);
+        }
+        for id in &targets {
+            let record = Record::Remove {
+                pool: pool.to_owned(),
+                id: id.clone(),
+            };
+            self.commit(record, log);
+        }
+        self.fail_waiters_on_missing(woken);
+        self.serve_waiters(now_ms, log, woken);
+        Ok(targets.len() as u32)
+    }
+
+    fn pool(&self, pool: &str) -> Result<&Pool, PoolError> {
+        self.pools
+            .get(pool)
+            .ok_or_else(|| PoolError::UnknownPool(format!("no pool named {pool}")))
+    }
+
+    /// Grants `request` to `client` now, or queues it if it asked to wait, or refuses it.
+    /// A request id seen before answers its lease again, granting nothing.
+    pub(crate) fn acquire(
+        &mut self,
+        client: u64,
+        request: AcquireRequest,
+        now_ms: u64,
+        log: &mut Vec<Record>,
+    ) -> Result<Acquired, PoolError> {
+        self.validate(&request)?;
+        if let Some(request_id) = &request.request_id {
+            if let Some(&lease) = self.requests.get(request_id) {
+                return match self.view(lease) {
+                    Some(view) => Ok(Acquired::Granted(view)),
+                    None => Err(PoolError::Conflict(format!(
+                        "request id {request_id} already granted lease {lease}, which has \
+                         ended since"
+                    ))),
+                };
+            }
+        }
+        let queue_ahead = request
+            .wants
+            .iter()
+            .any(|want| self.pools.get(&want.pool).is_some_and(|p| p.waiting > 0));
+        if !queue_ahead {
+            if let Some(picks) = self.pick(&request)? {
+                return Ok(Acquired::Granted(
+                    self.grant(client, &request, picks, now_ms, log),
+                ));
+            }
+        }
+        if request.wait_ms.unwrap_or(0) == 0 {
+            let why = if queue_ahead {
+                "earlier acquires are waiting for these resources"
+            } else {
+                "not enough free resources"
+            };
+            return Err(PoolError::Unavailable(why.into()));
+        }
+        let id = self.next_waiter;
+        self.next_waiter += 1;
+        for want in &request.wants {
+            self.pools.get_mut(&want.pool).expect("validated").waiting += 1;
+        }
+        self.waiters.push_back(Waiter {
+            id,
+            client,
+            request,
+        });
+        Ok(Acquired::Waiting(id))
+    }
+
+    fn validate(&self, request: &AcquireRequest) -> Result<(), PoolError> {
+        if request.wants.is_empty() {
+            return Err(PoolError::Invalid("an acquire must want something".into()));
+        }
+        if request.wants.len() > MAX_WANTS {
+            return Err(PoolError::Invalid(format!(
+                "an acquire may span at most {MAX_WANTS} pools"
+            )));
+        }
+        if request.ttl_ms == Some(0) {
+            return Err(PoolError::Invalid("ttl_ms must be at least 1".into()));
+        }
+        if let Some(request_id) = &request.request_id {
+            check_name("request id", request_id)?;
+        }
+        let mut pools = HashSet::new();
+        for want in &request.wants {
+            let entry = self.pool(&want.pool)?;
+            if !pools.insert(want.pool.as_str()) {
+                return Err(PoolError::Invalid(format!(
+                    "pool {} is wanted twice in one acquire",
+                    want.pool
+                )));
+            }
+            if want.ids.is_empty() {
+                if want.count == 0 {
+                    return Err(PoolError::Invalid(format!(
+                        "an acquire of 0 resources from pool {}",
+                        want.pool
+                    )));
+                }
+                continue;
+            }
+            if want.count != 0 && want.count as usize != want.ids.len() {
+                return Err(PoolError::Invalid(format!(
+                    "count {} does not match the {} ids wanted from pool {}",
+                    want.count,
+                    want.ids.len(),
+                    want.pool
+                )));
+            }
+            let mut ids = HashSet::new();
+            for id in &want.ids {
+                if !entry.resources.contains_key(id) {
+                    return Err(PoolError::UnknownResource(format!(
+                        "pool {} has no resource {id}",
+                        want.pool
+                    )));
+                }
+                if !ids.insert(id) {
+                    return Err(PoolError::Invalid(format!("resource {id} is wanted twice")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The resources that would satisfy `request` now, or `None` if some are not free.
+    fn pick(&self, request: &AcquireRequest) -> Result<Option<Vec<(String, String)>>, PoolError> {
+        let mut picks = Vec::new();
+        for want in &request.wants {
+            let entry = self.pool(&want.pool)?;
+            if want.ids.is_empty() {
+                if entry.free.len() < want.count as usize {
+                    return Ok(None);
+                }
+                let ids = entry.free.values().take(want.count as usize);
+                picks.extend(ids.map(|id| (want.pool.clone(), id.clone())));
+            } else {
+                for id in &want.ids {
+                    let resource = entry.resources.get(id).ok_or_else(|| {
+                        PoolError::UnknownResource(format!(
+                            "pool {} has no resource {id}",
+                            want.pool
+                        ))
+                    })?;
+                    if resource.held_by.is_some() {
+                        return Ok(None);
+                    }
+                    picks.push((want.pool.clone(), id.clone()));
+                }
+            }
+        }
+        Ok(Some(picks))
+    }
+
+    fn grant(
+        &mut self,
+        client: u64,
+        request: &AcquireRequest,
+        resources: Vec<(String, String)>,
+        now_ms: u64,
+        log: &mut Vec<Record>,
+    ) -> LeaseView {
+        let lease = self.next_lease;
+        let record = GrantRecord {
+            lease,
+            token: self.next_token,
+            holder: client,
+            expires_at_ms: request.ttl_ms.map(|ttl| now_ms.saturating_add(ttl)),
+            on_disconnect: request.release_on_disconnect,
+            request_id: request.request_id.clone(),
+            resources,
+        };
+        self.commit(Record::Grant(record), log);
+        self.view(lease).expect("just granted")
+    }
+
+    /// Grants every waiter that can be satisfied, strictly in arrival order per pool: once a
+    /// waiter cannot be served, no later waiter on any of its pools is.
+    /// A waiter is granted with the clock of the operation that freed its resources; its TTL
+    /// counts from there.
+    fn serve_waiters(&mut self, now_ms: u64, log: &mut Vec<Record>, woken: &mut Vec<Woken>) {
+        let mut blocked: HashSet<String> = HashSet::new();
+        let mut index = 0;
+        while index < self.waiters.len() {
+            let waiter = &self.waiters[index];
+            let is_blocked = waiter
+                .request
+                .wants
+                .iter()
+                .any(|want| blocked.contains(&want.pool));
+            let picked = if is_blocked {
+                Ok(None)
+            } else {
+                self.pick(&waiter.request)
+            };
+            match picked {
+                Ok(None) => {
+                    let pools = waiter.request.wants.iter().map(|w| w.pool.clone());
+                    blocked.extend(pools);
+                    index += 1;
+                }
+                Ok(Some(picks)) => {
+                    let waiter = self.dequeue(index);
+                    let view = self.grant(waiter.client, &waiter.request, picks, now_ms, log);
+                    woken.push((waiter.id, Ok(view)));
+                }
+                Err(err) => {
+                    let waiter = self.dequeue(index);
+                    woken.push((waiter.id, Err(err)));
+                }
+            }
+        }
+    }
+
+    fn dequeue(&mut self, index: usize) -> Waiter {
+        let waiter = self.waiters.remove(index).expect("index in range");
+        for want in &waiter.request.wants {
+            if let Some(pool) = self.pools.get_mut(&want.pool) {
+                pool.waiting -= 1;
+            }
+        }
+        waiter
+    }
+
+    /// Answers waiters that want a resource removed since they queued.
+    fn fail_waiters_on_missing(&mut self, woken: &mut Vec<Woken>) {
+        let mut index = 0;
+        while index < self.waiters.len() {
+            match self.pick(&self.waiters[index].request) {
+                Err(err) => {
+                    let waiter = self.dequeue(index);
+                    woken.push((waiter.id, Err(err)));
+                }
+                Ok(_) => index += 1,
+            }
+        }
+    }
+
+    /// Takes a waiter out of the queue (its wait ran out); false if it is no longer there
+    /// (it was answered meanwhile). Later waiters it was blocking may be served.
+    pub(crate) fn cancel_waiter(
+        &mut self,
+        id: WaiterId,
+        now_ms: u64,
+        log: &mut Vec<Record>,
+        woken: &mut Vec<Woken>,
+    ) -> bool {
+        let Some(index) = self.waiters.iter().position(|w| w.id == id) else {
+            return false;
+        };
+        self.dequeue(index);
+        self.serve_waiters(now_ms, log, woken);
+        true
+    }
+
+    /// Ends a lease, returning it as it was.
+    pub(crate) fn release(
+        &mut self,
+        lease: LeaseId,
+        now_ms: u64,
+        log: &mut Vec<Record>,
+        woken: &mut Vec<Woken>,
+    ) -> Result<LeaseView, PoolError> {
+        let view = self.view(lease).ok_or_else(|| unknown_lease(lease))?;
+        self.commit(Record::Release { lease }, log);
+        self.serve_waiters(now_ms, log, woken);
+        Ok(view)
+    }
+
+    /// Ends the lease that holds a resource.
+    pub(crate) fn release_resource(
+        &mut self,
+        pool: &str,
+        id: &str,
+        now_ms: u64,
+        log: &mut Vec<Record>,
+        woken: &mut Vec<Woken>,
+    ) -> Result<LeaseView, PoolError> {
+        let resource =
+            self.pool(pool)?.resources.get(id).ok_or_else(|| {
+                PoolError::UnknownResource(format!("pool {pool} has no resource {id}"))
+            })?;
+        let lease = resource.held_by.ok_or_else(|| {
+            PoolError::UnknownLease(format!("resource {id} of pool {pool} is not held"))
+        })?;
+        self.release(lease, now_ms, log, woken)
+    }
+
+    /// Gives a lease the deadline `now + ttl`.
+    pub(crate) fn renew(
+        &mut self,
+        lease: LeaseId,
+        ttl_ms: u64,
+        now_ms: u64,
+        log: &mut Vec<Record>,
+    ) -> Result<LeaseView, PoolError> {
+        if ttl_ms == 0 {
+            return Err(PoolError::Invalid("ttl_ms must be at least 1".into()));
+        }
+        if !self.leases.contains_key(&lease) {
+            return Err(unknown_lease(lease));
+        }
+        let record = Record::Renew {
+            lease,
+            expires_at_ms: Some(now_ms.saturating_add(ttl_ms)),
+        };
+        self.commit(record, log);
+        Ok(self.view(lease).expect("held"))
+    }
+
+    /// Ends every lease whose deadline is at or before `now_ms`.
+    pub(crate) fn expire(&mut self, now_ms: u64, log: &mut Vec<Record>, woken: &mut Vec<Woken>) {
+        let due: Vec<LeaseId> = self
+            .expiries
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .map(|(_, lease)| *lease)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        for lease in due {
+            self.commit(Record::Release { lease }, log);
+        }
+        self.serve_waiters(now_ms, log, woken);
+    }
+
+    /// The soonest lease deadline.
+    pub(crate) fn next_expiry(&self) -> Option<u64> {
+        self.expiries.first().map(|(at, _)| *at)
+    }
+
+    /// A client's connection closed: its waiters leave the queue and its
+    /// release-on-disconnect leases end.
+    pub(crate) fn client_gone(
+        &mut self,
+        client: u64,
+        now_ms: u64,
+        log: &mut Vec<Record>,
+        woken: &mut Vec<Woken>,
+    ) {
+        let mut index = 0;
+        while index < self.waiters.len() {
+            if self.waiters[index].client == client {
+                let waiter = self.dequeue(index);
+                let err = PoolError::Unavailable("the client disconnected".into());
+                woken.push((waiter.id, Err(err)));
+            } else {
+                index += 1;
+            }
+        }
+        if let Some(leases) = self.on_disconnect.get(&client).cloned() {
+            for lease in leases {
+                self.commit(Record::Release { lease }, log);
+            }
+        }
+        self.serve_waiters(now_ms, log, woken);
+    }
+
+    /// After a restart: no connection of the old process survives, so every
+    /// release-on-disconnect lease ends, as does every lease whose deadline passed while the
+    /// host was down.
+    pub(crate) fn after_restart(&mut self, now_ms: u64, log: &mut Vec<Record>) {
+        let mut woken = Vec::new();
+        self.expire(now_ms, log, &mut woken);
+        let gone: Vec<LeaseId> = self.on_disconnect.values().flatten().copied().collect();
+        for lease in gone {
+            self.commit(Record::Release { lease }, log);
+        }
+        debug_assert!(woken.is_empty(), "no waiters survive a restart");
+    }
+
+    /// Answers every waiter with `err` (the host is shutting down).
+    pub(crate) fn drop_waiters(&mut self, err: &PoolError) -> Vec<Woken> {
+        let mut woken = Vec::new();
+        while !self.waiters.is_empty() {
+            let waiter = self.dequeue(0);
+            woken.push((waiter.id, Err(err.clone())));
+        }
+        woken
+    }
+
+    /// A lease as the API shows it, if it is held.
+    pub(crate) fn view(&self, lease: LeaseId) -> Option<LeaseView> {
+        let held = self.leases.get(&lease)?;
+        let grants = held
+            .resources
+            .iter()
+            .map(|(pool, id)| GrantView {
+                pool: pool.clone(),
+                id: id.clone(),
+                data: self.pools[pool].resources[id].data.clone(),
+            })
+            .collect();
+        Some(LeaseView {
+            id: lease,
+            token: held.token,
+            holder: held.holder,
+            expires_at_ms: held.expires_at_ms,
+            release_on_disconnect: held.on_disconnect,
+            grants,
+        })
+    }
+
+    /// A held lease.
+    pub(crate) fn lease(&self, lease: LeaseId) -> Result<LeaseView, PoolError> {
+        self.view(lease).ok_or_else(|| unknown_lease(lease))
+    }
+
+    /// What a pool holds: free in grant order, held by resource id.
+    pub(crate) fn status(&self, pool: &str) -> Result<StatusView, PoolError> {
+        let entry = self.pool(pool)?;
+        let free = entry
+            .free
+            .values()
+            .map(|id| ResourceView {
+                id: id.clone(),
+                data: entry.resources[id].data.clone(),
+            })
+            .collect();
+        let mut held: Vec<HeldView> = entry
+            .resources
+            .iter()
+            .filter_map(|(id, resource)| {
+                let lease_id = resource.held_by?;
+                let lease = &self.leases[&lease_id];
+                Some(HeldView {
+                    id: id.clone(),
+                    data: resource.data.clone(),
+                    lease: lease_id,
+                    token: lease.token,
+                    holder: lease.holder,
+                    expires_at_ms: lease.expires_at_ms,
+                })
+            })
+            .collect();
+        held.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(StatusView {
+            pool: pool.to_owned(),
+            free,
+            held,
+            waiting: entry.waiting,
+        })
+    }
+
+    // ---- store ---------------------------------------------------------------------------
+
+    /// A plugin's value.
+    pub(crate) fn kv_get(&self, ns: &str, key: &str) -> Option<String> {
+        self.kv.get(ns)?.get(key).cloned()
+    }
+
+    /// Sets a plugin's value.
+    pub(crate) fn kv_set(
+        &mut self,
+        ns: &str,
+        key: &str,
+        value: &str,
+        log: &mut Vec<Record>,
+    ) -> Result<(), String> {
+        if key.len() > MAX_NAME_BYTES {
+            return Err(format!("key is {} bytes, more than {MAX_NAME_BYTES}", key.len()));
+        }
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(format!(
+                "value is {} bytes, more than {MAX_VALUE_BYTES}",
+                value.len()
+            ));
+        }
+        let record = Record::KvSet {
+            ns: ns.to_owned(),
+            key: key.to_owned(),
+            value: value.to_owned(),
+        };
+        self.commit(record, log);
+        Ok(())
+    }
+
+    /// Removes a plugin's key; whether it was set.
+    pub(crate) fn kv_delete(&mut self, ns: &str, key: &str, log: &mut Vec<Record>) -> bool {
+        if self.kv_get(ns, key).is_none() {
+            return false;
+        }
+        let record = Record::KvDelete {
+            ns: ns.to_owned(),
+            key: key.to_owned(),
+        };
+        self.commit(record, log);
+        true
+    }
+
+    /// A plugin's keys starting with `prefix`, in order.
+    pub(crate) fn kv_keys(&self, ns: &str, prefix: &str) -> Vec<String> {
+        let Some(space) = self.kv.get(ns) else {
+            return Vec::new();
+        };
+        space
+            .range(prefix.to_owned()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
+    // ---- snapshots -----------------------------------------------------------------------
+
+    /// Everything durable, for a snapshot file.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let mut pools: Vec<PoolSnapshot> = self
+            .pools
+            .iter()
+            .map(|(name, entry)| {
+                let mut resources: Vec<(String, Data)> = entry
+                    .free
+                    .values()
+                    .map(|id| (id.clone(), entry.resources[id].data.clone()))
+                    .collect();
+                let mut held: Vec<(String, Data)> = entry
+                    .resources
+                    .iter()
+                    .filter(|(_, resource)| resource.held_by.is_some())
+                    .map(|(id, resource)| (id.clone(), resource.data.clone()))
+                    .collect();
+                held.sort_by(|a, b| a.0.cmp(&b.0));
+                resources.extend(held);
+                PoolSnapshot {
+                    name: name.clone(),
+                    resources,
+                }
+            })
+            .collect();
+        pools.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut leases: Vec<GrantRecord> = self
+            .leases
+            .iter()
+            .map(|(&id, lease)| GrantRecord {
+                lease: id,
+                token: lease.token,
+                holder: lease.holder,
+                expires_at_ms: lease.expires_at_ms,
+                on_disconnect: lease.on_disconnect,
+                request_id: lease.request_id.clone(),
+                resources: lease.resources.clone(),
+            })
+            .collect();
+        leases.sort_by_key(|lease| lease.lease);
+        let ended_requests = self
+            .ended_requests
+            .iter()
+            .map(|id| (id.clone(), self.requests[id]))
+            .collect();
+        let kv = self
+            .kv
+            .iter()
+            .map(|(ns, space)| (ns.clone(), space.clone()))
+            .collect();
+        Snapshot {
+            next_lease: self.next_lease,
+            next_token: self.next_token,
+            pools,
+            leases,
+            ended_requests,
+            kv,
+        }
+    }
+
+    /// The state a snapshot describes.
+    pub(crate) fn restore(snapshot: Snapshot) -> Result<State, String> {
+        let mut state = State::default();
+        for pool in snapshot.pools {
+            state.apply(&Record::Add {
+                pool: pool.name,
+                resources: pool.resources,
+            })?;
+        }
+        for lease in &snapshot.leases {
+            state.apply_grant(lease)?;
+        }
+        for (request_id, lease) in snapshot.ended_requests {
+            if state.leases.contains_key(&lease) {
+                return Err(format!("ended request {request_id} names live lease {lease}"));
+            }
+            state.requests.insert(request_id.clone(), lease);
+            state.ended_requests.push_back(request_id);
+        }
+        state.kv = snapshot.kv.into_iter().collect();
+        state.next_lease = state.next_lease.max(snapshot.next_lease);
+        state.next_token = state.next_token.max(snapshot.next_token);
+        Ok(state)
+    }
+
+    /// Checks the invariants every operation keeps; a description of the first broken one.
+    #[cfg(test)]
+    pub(crate) fn check(&self) -> Result<(), String> {
+        for (name, pool) in &self.pools {
+            let free = pool.resources.values().filter(|r| r.held_by.is_none());
+            if free.count() != pool.free.len() {
+                return Err(format!("pool {name}: free index out of step"));
+            }
+            for (id, resource) in &pool.resources {
+                if let Some(lease) = resource.held_by {
+                    let holds = self.leases.get(&lease).is_some_and(|l| {
+                        l.resources.contains(&(name.clone(), id.clone()))
+                    });
+                    if !holds {
+                        return Err(format!("{name}/{id} held by lease {lease} not holding it"));
+                    }
+                } else if pool.free.get(&resource.free_key) != Some(id) {
+                    return Err(format!("{name}/{id} free but not in the free index"));
+                }
+            }
+        }
+        for (id, lease) in &self.leases {
+            for (pool, rid) in &lease.resources {
+                let held_by = self.pools[pool].resources[rid].held_by;
+                if held_by != Some(*id) {
+                    return Err(format!("lease {id} lists {pool}/{rid}, held by {held_by:?}"));
+                }
+            }
+            if lease.token >= self.next_token || *id >= self.next_lease {
+                return Err(format!("lease {id} is ahead of the counters"));
+            }
+        }
+        Ok(())
+    }
+
+    /// (pool, id) → the lease holding it, for tests.
+    #[cfg(test)]
+    pub(crate) fn holdings(&self) -> BTreeMap<(String, String), LeaseId> {
+        let mut out = BTreeMap::new();
+        for (name, pool) in &self.pools {
+            for (id, resource) in &pool.resources {
+                if let Some(lease) = resource.held_by {
+                    out.insert((name.clone(), id.clone()), lease);
+                }
+            }
+        }
+        out
+    }
+
+    /// Every (pool, id), for tests.
+    #[cfg(test)]
+    pub(crate) fn resources(&self) -> BTreeSet<(String, String)> {
+        self.pools
+            .iter()
+            .flat_map(|(name, pool)| pool.resources.keys().map(|id| (name.clone(), id.clone())))
+            .collect()
+    }
+}
+
+/// The durable state as a snapshot file holds it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Snapshot {
+    next_lease: LeaseId,
+    next_token: u64,
+    pools: Vec<PoolSnapshot>,
+    leases: Vec<GrantRecord>,
+    ended_requests: Vec<(String, LeaseId)>,
+    kv: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// A pool in a snapshot: free resources in grant order, then held ones.
+#[derive(Debug, Serialize, Deserialize)]
+struct PoolSnapshot {
+    name: String,
+    resources: Vec<(String, Data)>,
+}

@@ -1,0 +1,58 @@
+//! What pool operations answer: leases and pool status as jobbers see them. They serialize
+//! to the JSON of `resman_sdk::pool`'s types (the native ABI's answers) and convert field by
+//! field to the WIT records, with resource data passed as the JSON text it was stored as.
+
+use super::record::{Data, LeaseId};
+use serde::Serialize;
+
+/// A lease (`resman_sdk::pool::Lease`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct LeaseView {
+    #[serde(serialize_with = "as_string")]
+    pub(crate) id: LeaseId,
+    pub(crate) token: u64,
+    pub(crate) holder: u64,
+    pub(crate) expires_at_ms: Option<u64>,
+    pub(crate) release_on_disconnect: bool,
+    pub(crate) grants: Vec<GrantView>,
+}
+
+/// One resource of a lease (`resman_sdk::pool::Grant`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct GrantView {
+    pub(crate) pool: String,
+    pub(crate) id: String,
+    pub(crate) data: Data,
+}
+
+/// A free resource (`resman_sdk::pool::Resource`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct ResourceView {
+    pub(crate) id: String,
+    pub(crate) data: Data,
+}
+
+/// A held resource (`resman_sdk::pool::Held`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct HeldView {
+    pub(crate) id: String,
+    pub(crate) data: Data,
+    #[serde(serialize_with = "as_string")]
+    pub(crate) lease: LeaseId,
+    pub(crate) token: u64,
+    pub(crate) holder: u64,
+    pub(crate) expires_at_ms: Option<u64>,
+}
+
+/// A pool's status (`resman_sdk::pool::PoolStatus`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct StatusView {
+    pub(crate) pool: String,
+    pub(crate) free: Vec<ResourceView>,
+    pub(crate) held: Vec<HeldView>,
+    pub(crate) waiting: u32,
+}
+
+fn as_string<S: serde::Serializer>(id: &LeaseId, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(id)
+}

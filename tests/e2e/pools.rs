@@ -1,0 +1,368 @@
+//! The host's durable resource pools through real plugins (`proxy-pool`, and the
+//! `pool-probe` fixture for the rules no product plugin spells out) and a real data folder:
+//! grants and releases, idempotent acquires, TTL expiry (across a restart too), release on
+//! disconnect, waiting acquires in strict FIFO order, multi-pool all-or-nothing, and
+//! everything surviving a restart with tokens that keep growing.
+
+use crate::support::{code, within, PluginDir, RawConn, TestHost};
+use resman::{Config, Host};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A plugins folder with `files` dropped in and a data folder, kept across host restarts.
+struct Setup {
+    plugins: PluginDir,
+    data: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(files: &[&str]) -> Setup {
+        let plugins = PluginDir::new();
+        for file in files {
+            plugins.drop_in(file, file);
+        }
+        Setup {
+            plugins,
+            data: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    fn config(&self) -> Config {
+        Config {
+            data_dir: Some(self.data.path().to_owned()),
+            ..self.plugins.config()
+        }
+    }
+
+    async fn start(&self) -> TestHost {
+        TestHost::start(Host::builder(), self.config()).await
+    }
+}
+
+/// Sends one request and returns its `resultJob`.
+async fn ask(conn: &mut RawConn, kind: &str, payload: Value) -> Value {
+    conn.call(kind, 1, payload).await["resultJob"].clone()
+}
+
+fn error_code(result: &Value) -> &str {
+    result["code"].as_str().unwrap_or("")
+}
+
+async fn add_proxies(conn: &mut RawConn, proxies: &[&str]) {
+    let added = ask(conn, "addProxy", json!({ "proxies": proxies })).await;
+    assert_eq!(added["added"], proxies.len(), "{added}");
+}
+
+async fn status(conn: &mut RawConn) -> Value {
+    ask(conn, "proxyStatus", json!({})).await
+}
+
+/// The proxies `proxyStatus` lists as free.
+async fn free(conn: &mut RawConn) -> BTreeSet<String> {
+    let status = status(conn).await;
+    let free = status["free"].as_array().unwrap_or_else(|| panic!("{status}"));
+    free.iter()
+        .map(|p| p.as_str().expect("a proxy").to_owned())
+        .collect()
+}
+
+/// Waits until `proxy` is listed free.
+async fn until_free(conn: &mut RawConn, proxy: &str) {
+    within(async {
+        while !free(conn).await.contains(proxy) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+}
+
+#[tokio::test]
+async fn proxies_are_granted_once_each_and_come_back_on_release() {
+    for file in ["proxy-pool.wasm", "proxy-pool.so"] {
+        let setup = Setup::new(&[file]);
+        let host = setup.start().await;
+        let mut conn = host.raw().await;
+        add_proxies(&mut conn, &["10.0.0.1:3128", "10.0.0.2:3128"]).await;
+
+        let first = ask(&mut conn, "getProxy", json!({})).await;
+        let second = ask(&mut conn, "getProxy", Value::Null).await;
+        assert_eq!(first["proxy"], "10.0.0.1:3128", "{file}: {first}");
+        assert_eq!(second["proxy"], "10.0.0.2:3128", "{file}: {second}");
+        assert!(second["token"].as_u64() > first["token"].as_u64());
+        let none = ask(&mut conn, "getProxy", json!({})).await;
+        assert_eq!(error_code(&none), "unavailable", "{file}: {none}");
+
+        let by_lease = ask(&mut conn, "releaseProxy", json!({ "lease": first["lease"] })).await;
+        assert_eq!(by_lease["released"], "10.0.0.1:3128", "{by_lease}");
+        let by_proxy = ask(&mut conn, "releaseProxy", json!({ "proxy": "10.0.0.2:3128" })).await;
+        assert_eq!(by_proxy["lease"], second["lease"], "{by_proxy}");
+        let again = ask(&mut conn, "releaseProxy", json!({ "lease": first["lease"] })).await;
+        assert_eq!(error_code(&again), "not_found", "{again}");
+        assert_eq!(free(&mut conn).await.len(), 2);
+
+        let bad = ask(&mut conn, "addProxy", json!({ "proxies": "nope" })).await;
+        assert_eq!(error_code(&bad), "invalid", "{bad}");
+        host.shutdown().await.expect("clean shutdown");
+    }
+}
+
+#[tokio::test]
+async fn grants_survive_a_restart_and_tokens_keep_growing() {
+    let setup = Setup::new(&["proxy-pool.wasm"]);
+    let host = setup.start().await;
+    let mut conn = host.raw().await;
+    add_proxies(&mut conn, &["a:1", "b:1", "c:1"]).await;
+    let held = ask(&mut conn, "getProxy", json!({})).await;
+    let other = ask(&mut conn, "getProxy", json!({})).await;
+    ask(&mut conn, "releaseProxy", json!({ "lease": other["lease"] })).await;
+    drop(conn);
+    host.shutdown().await.expect("clean shutdown");
+
+    let host = setup.start().await;
+    let mut conn = host.raw().await;
+    let status = status(&mut conn).await;
+    let listed = &status["held"][0];
+    assert_eq!(status["held"].as_array().map(Vec::len), Some(1), "{status}");
+    assert_eq!(
+        (&listed["proxy"], &listed["lease"], &listed["token"]),
+        (&held["proxy"], &held["lease"], &held["token"])
+    );
+    let next = ask(&mut conn, "getProxy", json!({})).await;
+    assert!(
+        next["token"].as_u64() > other["token"].as_u64(),
+        "{next} after {other}"
+    );
+    host.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_repeated_request_id_returns_the_same_lease() {
+    let setup = Setup::new(&["proxy-pool.wasm"]);
+    let host = setup.start().await;
+    let mut conn = host.raw().await;
+    add_proxies(&mut conn, &["a:1", "b:1"]).await;
+    let ask_once = json!({ "requestId": "order-17" });
+    let first = ask(&mut conn, "getProxy", ask_once.clone()).await;
+    // A client that lost the answer asks again, even from a new connection.
+    let mut reconnected = host.raw().await;
+    let again = ask(&mut reconnected, "getProxy", ask_once.clone()).await;
+    assert_eq!(first, again);
+    assert_eq!(free(&mut conn).await, BTreeSet::from(["b:1".to_owned()]));
+
+    ask(&mut conn, "releaseProxy", json!({ "lease": first["lease"] })).await;
+    let late = ask(&mut conn, "getProxy", ask_once).await;
+    assert_eq!(error_code(&late), "conflict", "{late}");
+    host.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_lease_expires_at_its_deadline_and_a_restart_neither_resets_nor_forgets_it() {
+    let setup = Setup::new(&["proxy-pool.wasm"]);
+    let host = setup.start().await;
+    let mut conn = host.raw().await;
+    add_proxies(&mut conn, &["short:1", "long:1", "gone:1"]).await;
+
+    let short = ask(&mut conn, "getProxy", json!({ "ttlMs": 200 })).await;
+    assert_eq!(short["proxy"], "short:1", "{short}");
+    until_free(&mut conn, "short:1").await;
+    let released = ask(&mut conn, "releaseProxy", json!({ "lease": short["lease"] })).await;
+    assert_eq!(error_code(&released), "not_found", "expired: {released}");
+
+    let long = ask(&mut conn, "getProxy", json!({ "ttlMs": 3_600_000 })).await;
+    let gone = ask(&mut conn, "getProxy", json!({ "ttlMs": 500 })).await;
+    assert_eq!(
+        (long["proxy"].as_str(), gone["proxy"].as_str()),
+        (Some("long:1"), Some("gone:1")),
+        "the expired proxy went to the back of the free list"
+    );
+    drop(conn);
+    host.shutdown().await.expect("clean shutdown");
+
+    // The host is down while the short lease's deadline passes.
+    let deadline = gone["expiresAtMs"].as_u64().expect("a deadline");
+    within(async {
+        while now_ms() <= deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let host = setup.start().await;
+    let mut conn = host.raw().await;
+    let status = status(&mut conn).await;
+    let held: Vec<&Value> = status["held"].as_array().expect("held").iter().collect();
+    assert_eq!(held.len(), 1, "only the long lease is held: {status}");
+    assert_eq!(held[0]["lease"], long["lease"]);
+    assert_eq!(
+        held[0]["expiresAtMs"], long["expiresAtMs"],
+        "the deadline was not reset"
+    );
+    host.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_release_on_disconnect_lease_ends_with_its_connection() {
+    let setup = Setup::new(&["proxy-pool.wasm"]);
+    let host = setup.start().await;
+    let mut watcher = host.raw().await;
+    add_proxies(&mut watcher, &["a:1", "b:1"]).await;
+    let mut client = host.raw().await;
+    let tied = ask(&mut client, "getProxy", json!({ "releaseOnDisconnect": true })).await;
+    let kept = ask(&mut client, "getProxy", json!({})).await;
+    assert_eq!(tied["proxy"], "a:1", "{tied}");
+    assert!(free(&mut watcher).await.is_empty());
+    drop(client);
+    until_free(&mut watcher, "a:1").await;
+    let status = status(&mut watcher).await;
+    assert_eq!(status["held"][0]["lease"], kept["lease"], "{status}");
+    host.shutdown().await.expect("clean shutdown");
+}
+
+/// Sends a request without waiting for its answer.
+async fn send(conn: &mut RawConn, kind: &str, payload: Value) {
+    conn.send(kind, 1, payload).await;
+}
+
+async fn probe_status(conn: &mut RawConn, pool: &str) -> Value {
+    ask(conn, "probe.status", json!({ "pool": pool })).await
+}
+
+/// Waits until `pool` has `n` waiting acquires.
+async fn until_waiting(conn: &mut RawConn, pool: &str, n: u64) {
+    within(async {
+        while probe_status(conn, pool).await["waiting"].as_u64() != Some(n) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+fn want(pool: &str, count: u32) -> Value {
+    json!({ "pool": pool, "count": count })
+}
+
+fn granted_ids(lease: &Value) -> Vec<String> {
+    let grants = lease["grants"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{lease}"));
+    grants
+        .iter()
+        .map(|g| g["id"].as_str().expect("an id").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn waiters_are_served_first_come_first_served_and_a_large_one_is_not_starved() {
+    let setup = Setup::new(&["pool-probe.wasm"]);
+    let host = setup.start().await;
+    let mut admin = host.raw().await;
+    let ids = ["r1", "r2", "r3", "r4"];
+    ask(&mut admin, "probe.add", json!({ "pool": "p", "ids": ids })).await;
+    let holder = ask(&mut admin, "probe.acquire", json!({ "wants": [want("p", 3)] })).await;
+    assert_eq!(granted_ids(&holder).len(), 3, "{holder}");
+
+    // A large waiter first, then a small one: one resource is free, but it is the large
+    // waiter's turn, so the small one waits behind it.
+    let mut large = host.raw().await;
+    send(&mut large, "probe.acquire2", json!({ "wants": [want("p", 3)], "wait_ms": 15_000 })).await;
+    until_waiting(&mut admin, "p", 1).await;
+    let mut small = host.raw().await;
+    send(&mut small, "probe.acquire3", json!({ "wants": [want("p", 1)], "wait_ms": 15_000 })).await;
+    until_waiting(&mut admin, "p", 2).await;
+    let jumper = ask(&mut admin, "probe.acquire", json!({ "wants": [want("p", 1)] })).await;
+    assert_eq!(error_code(&jumper), "unavailable", "no queue jumping: {jumper}");
+    assert_eq!(probe_status(&mut admin, "p").await["free"].as_array().map(Vec::len), Some(1));
+
+    ask(&mut admin, "probe.release", json!({ "lease": holder["id"] })).await;
+    let large_lease = within(large.next()).await["resultJob"].clone();
+    let small_lease = within(small.next()).await["resultJob"].clone();
+    assert_eq!(granted_ids(&large_lease).len(), 3, "{large_lease}");
+    assert_eq!(granted_ids(&small_lease).len(), 1, "{small_lease}");
+    assert!(large_lease["token"].as_u64() < small_lease["token"].as_u64());
+    let all: BTreeSet<String> = granted_ids(&large_lease)
+        .into_iter()
+        .chain(granted_ids(&small_lease))
+        .collect();
+    assert_eq!(all.len(), 4, "no resource granted twice");
+    host.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_waiter_leaves_the_queue_when_its_client_goes_or_its_wait_ends() {
+    let setup = Setup::new(&["pool-probe.wasm"]);
+    let host = setup.start().await;
+    let mut admin = host.raw().await;
+    ask(&mut admin, "probe.add", json!({ "pool": "p", "ids": ["only"] })).await;
+    let holder = ask(&mut admin, "probe.acquire", json!({ "wants": [want("p", 1)] })).await;
+
+    let mut quitter = host.raw().await;
+    send(&mut quitter, "probe.acquire2", json!({ "wants": [want("p", 1)], "wait_ms": 15_000 })).await;
+    until_waiting(&mut admin, "p", 1).await;
+    drop(quitter);
+    until_waiting(&mut admin, "p", 0).await;
+
+    let timed_out = ask(
+        &mut admin,
+        "probe.acquire3",
+        json!({ "wants": [want("p", 1)], "wait_ms": 50 }),
+    )
+    .await;
+    assert_eq!(error_code(&timed_out), "unavailable", "{timed_out}");
+    assert_eq!(probe_status(&mut admin, "p").await["waiting"], 0);
+
+    ask(&mut admin, "probe.release", json!({ "lease": holder["id"] })).await;
+    let status = probe_status(&mut admin, "p").await;
+    assert_eq!(status["free"].as_array().map(Vec::len), Some(1), "nobody took it: {status}");
+    host.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_multi_pool_acquire_takes_all_or_nothing() {
+    let setup = Setup::new(&["pool-probe.wasm"]);
+    let host = setup.start().await;
+    let mut conn = host.raw().await;
+    ask(&mut conn, "probe.add", json!({ "pool": "rooms", "ids": ["blue", "red"] })).await;
+    ask(&mut conn, "probe.add", json!({ "pool": "projectors", "ids": ["p1"] })).await;
+    let projector = ask(&mut conn, "probe.acquire", json!({ "wants": [want("projectors", 1)] })).await;
+
+    let both = json!({ "wants": [want("rooms", 2), want("projectors", 1)] });
+    let refused = ask(&mut conn, "probe.acquire", both.clone()).await;
+    assert_eq!(error_code(&refused), "unavailable", "{refused}");
+    let rooms = probe_status(&mut conn, "rooms").await;
+    assert_eq!(rooms["free"].as_array().map(Vec::len), Some(2), "nothing taken: {rooms}");
+
+    ask(&mut conn, "probe.release", json!({ "lease": projector["id"] })).await;
+    let lease = ask(&mut conn, "probe.acquire", both).await;
+    assert_eq!(granted_ids(&lease), ["blue", "red", "p1"], "{lease}");
+    let zero = ask(&mut conn, "probe.acquire", json!({ "wants": [want("rooms", 0)] })).await;
+    assert_eq!(error_code(&zero), "invalid", "{zero}");
+    let unknown = ask(&mut conn, "probe.acquire", json!({ "wants": [want("nowhere", 1)] })).await;
+    assert_eq!(error_code(&unknown), "not_found", "{unknown}");
+    host.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_plugin_store_survives_a_restart_and_is_its_own() {
+    let setup = Setup::new(&["pool-probe.wasm", "counter.wasm"]);
+    let host = setup.start().await;
+    let mut conn = host.raw().await;
+    ask(&mut conn, "probe.set", json!({ "key": "k", "value": "v1" })).await;
+    drop(conn);
+    host.shutdown().await.expect("clean shutdown");
+
+    let host = setup.start().await;
+    let mut conn = host.raw().await;
+    assert_eq!(ask(&mut conn, "probe.get", json!({ "key": "k" })).await["value"], "v1");
+    let missing = ask(&mut conn, "probe.get", json!({ "key": "other" })).await;
+    assert_eq!(missing["value"], Value::Null);
+    let bad = conn.call("probe.acquire", 2, json!({ "wants": "x" })).await;
+    assert_eq!(code(&bad), "jobber_failed", "a bad payload is the plugin's failure: {bad}");
+    host.shutdown().await.expect("clean shutdown");
+}
