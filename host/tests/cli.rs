@@ -95,3 +95,24 @@ fn a_limit_that_cannot_work_is_refused_at_start() {
         "{stderr}"
     );
 }
+
+#[test]
+fn corrupt_pool_data_stops_the_start_with_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("snapshot.json"), b"{\"format\": 1, \"seq\": ").unwrap();
+    let out = resman()
+        .current_dir(dir.path())
+        .args(["serve", "--port", "0", "--no-plugins"])
+        .output()
+        .expect("resman runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("snapshot.json is corrupt"),
+        "names the file: {stderr}"
+    );
+    let kept = std::fs::read(data.join("snapshot.json")).unwrap();
+    assert_eq!(kept, b"{\"format\": 1, \"seq\": ", "never a silent reset");
+}

@@ -366,3 +366,62 @@ async fn a_plugin_store_survives_a_restart_and_is_its_own() {
     assert_eq!(code(&bad), "jobber_failed", "a bad payload is the plugin's failure: {bad}");
     host.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn cinema_sells_adjacent_seats_once_and_takes_refunds() {
+    let setup = Setup::new(&["cinema.wasm"]);
+    let host = setup.start().await;
+    let mut conn = host.raw().await;
+    let show = "hamlet";
+    let added = ask(&mut conn, "addShow", json!({ "show": show, "rows": { "A": 4, "B": 4 } })).await;
+    assert_eq!(added["seats"], 8, "{added}");
+
+    let pair = ask(&mut conn, "buySeats", json!({ "show": show, "count": 2, "row": "A" })).await;
+    assert_eq!(pair["seats"], json!(["A-1", "A-2"]), "{pair}");
+    let single = ask(&mut conn, "buySeats", json!({ "show": show, "count": 1, "row": "A" })).await;
+    assert_eq!(single["seats"], json!(["A-3"]), "{single}");
+    // A-4 alone is left in row A: three together only fit in row B.
+    let three = ask(&mut conn, "buySeats", json!({ "show": show, "count": 3 })).await;
+    assert_eq!(three["seats"], json!(["B-1", "B-2", "B-3"]), "{three}");
+    let none = ask(&mut conn, "buySeats", json!({ "show": show, "count": 2 })).await;
+    assert_eq!(error_code(&none), "unavailable", "{none}");
+
+    let refund = ask(&mut conn, "refundSeats", json!({ "ticket": pair["ticket"] })).await;
+    assert_eq!(refund["refunded"], json!(["A-1", "A-2"]), "{refund}");
+    let again = ask(&mut conn, "buySeats", json!({ "show": show, "count": 2 })).await;
+    assert_eq!(again["seats"], json!(["A-1", "A-2"]), "{again}");
+    assert!(again["token"].as_u64() > pair["token"].as_u64());
+    host.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn rooms_are_booked_without_overlaps_and_bookings_survive_a_restart() {
+    let setup = Setup::new(&["rooms.wasm"]);
+    let host = setup.start().await;
+    let mut conn = host.raw().await;
+    ask(&mut conn, "addRoom", json!({ "room": "blue", "capacity": 8 })).await;
+    let morning = json!({ "room": "blue", "fromMs": 1_000, "toMs": 2_000, "who": "ann" });
+    let booked = ask(&mut conn, "bookRoom", morning).await;
+    assert_eq!(booked["room"], "blue", "{booked}");
+    let overlap = json!({ "room": "blue", "fromMs": 1_200, "toMs": 1_800 });
+    let clash = ask(&mut conn, "bookRoom", overlap.clone()).await;
+    assert_eq!(error_code(&clash), "conflict", "{clash}");
+    let next = json!({ "room": "blue", "fromMs": 2_000, "toMs": 3_000 });
+    let back_to_back = ask(&mut conn, "bookRoom", next).await;
+    assert!(back_to_back["booking"].is_string(), "{back_to_back}");
+    let unknown = ask(&mut conn, "bookRoom", json!({ "room": "red", "fromMs": 1, "toMs": 2 })).await;
+    assert_eq!(error_code(&unknown), "not_found", "{unknown}");
+    drop(conn);
+    host.shutdown().await.expect("clean shutdown");
+
+    let host = setup.start().await;
+    let mut conn = host.raw().await;
+    let schedule = ask(&mut conn, "roomSchedule", json!({ "room": "blue" })).await;
+    assert_eq!(schedule["bookings"].as_array().map(Vec::len), Some(2), "{schedule}");
+    let cancelled = ask(&mut conn, "cancelBooking", json!({ "booking": booked["booking"] })).await;
+    assert_eq!(cancelled["cancelled"], booked["booking"], "{cancelled}");
+    let now_free = ask(&mut conn, "bookRoom", overlap).await;
+    assert!(now_free["booking"].is_string(), "{now_free}");
+    assert_ne!(now_free["booking"], booked["booking"], "booking ids are never reused");
+    host.shutdown().await.expect("clean shutdown");
+}

@@ -1,0 +1,219 @@
+//! What the plugin answers, shaped from what the pool returned: leases and the pool's
+//! status become the camelCase objects the README documents. A lease's proxy is its grant's
+//! resource id, so no resource data is read.
+
+use resman_sdk::pool::{Lease, PoolStatus};
+use resman_sdk::JobError;
+use serde_json::{json, Value};
+
+/// The `getProxy` answer: `{"proxy", "lease", "token"}`, and `expiresAtMs` when the lease
+/// has a TTL. Moves the strings out of `lease`; this is the hot path.
+///
+/// # Errors
+///
+/// `conflict` if the lease is not one proxy of `pool`: the pool answered a request id that
+/// some other acquire used first with that acquire's lease.
+pub(crate) fn got(lease: Lease, pool: &str) -> Result<Value, JobError> {
+    let grant = match <[_; 1]>::try_from(lease.grants) {
+        Ok([grant]) if grant.pool == pool => grant,
+        _ => {
+            return Err(JobError::reject(
+                "conflict",
+                format!("requestId already named lease {}, not a proxy", lease.id),
+            ))
+        }
+    };
+    let mut answer = json!({ "proxy": grant.id, "lease": lease.id, "token": lease.token });
+    if let Some(at) = lease.expires_at_ms {
+        answer["expiresAtMs"] = at.into();
+    }
+    Ok(answer)
+}
+
+/// The `releaseProxy` answer: `{"released": "host:port", "lease"}`.
+pub(crate) fn released(lease: &Lease, pool: &str) -> Value {
+    json!({ "released": proxy_of(lease, pool), "lease": lease.id })
+}
+
+/// The `renewProxy` answer: `{"lease", "expiresAtMs"}`.
+pub(crate) fn renewed(lease: &Lease) -> Value {
+    json!({ "lease": lease.id, "expiresAtMs": lease.expires_at_ms })
+}
+
+/// The `proxyStatus` answer: free proxies in the order they will be granted, held ones with
+/// their lease, and how many `getProxy` requests are waiting.
+pub(crate) fn status(status: PoolStatus) -> Value {
+    let free: Vec<String> = status.free.into_iter().map(|free| free.id).collect();
+    let held: Vec<Value> = status
+        .held
+        .into_iter()
+        .map(|held| {
+            let mut entry = json!({
+                "proxy": held.id,
+                "lease": held.lease,
+                "token": held.token,
+                "holder": held.holder,
+            });
+            if let Some(at) = held.expires_at_ms {
+                entry["expiresAtMs"] = at.into();
+            }
+            entry
+        })
+        .collect();
+    json!({ "free": free, "held": held, "waiting": status.waiting })
+}
+
+/// The status of a pool nothing was ever added to.
+pub(crate) fn empty_status(pool: &str) -> PoolStatus {
+    PoolStatus {
+        pool: pool.to_owned(),
+        free: Vec::new(),
+        held: Vec::new(),
+        waiting: 0,
+    }
+}
+
+/// Whether `lease` holds proxies of `pool` and nothing else, so that a lease of another
+/// plugin's pool cannot be released or renewed through this one.
+pub(crate) fn is_proxy_lease(lease: &Lease, pool: &str) -> bool {
+    !lease.grants.is_empty() && lease.grants.iter().all(|grant| grant.pool == pool)
+}
+
+/// The first proxy `lease` holds in `pool` (a `getProxy` lease holds one).
+fn proxy_of<'a>(lease: &'a Lease, pool: &str) -> Option<&'a str> {
+    lease
+        .grants
+        .iter()
+        .find(|grant| grant.pool == pool)
+        .map(|grant| grant.id.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use resman_sdk::pool::{Grant, Held, Resource};
+
+    fn lease(grants: &[(&str, &str)], expires_at_ms: Option<u64>) -> Lease {
+        Lease {
+            id: "L1".into(),
+            token: 42,
+            holder: 7,
+            expires_at_ms,
+            release_on_disconnect: false,
+            grants: grants
+                .iter()
+                .map(|(pool, id)| Grant {
+                    pool: (*pool).into(),
+                    id: (*id).into(),
+                    data: json!({}),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn got_names_the_proxy_lease_and_token() {
+        let answer = got(lease(&[("proxies", "10.0.0.7:3128")], None), "proxies").unwrap();
+        assert_eq!(
+            answer,
+            json!({ "proxy": "10.0.0.7:3128", "lease": "L1", "token": 42 })
+        );
+    }
+
+    #[test]
+    fn got_adds_the_expiry_when_the_lease_has_a_ttl() {
+        let answer = got(lease(&[("proxies", "a:1")], Some(1_000)), "proxies").unwrap();
+        assert_eq!(answer["expiresAtMs"], 1_000);
+    }
+
+    #[test]
+    fn got_refuses_a_lease_that_is_not_one_proxy() {
+        let other_pool = lease(&[("show:x", "A-1")], None);
+        let two = lease(&[("proxies", "a:1"), ("proxies", "b:2")], None);
+        for lease in [lease(&[], None), other_pool, two] {
+            match got(lease, "proxies") {
+                Err(JobError::Reject { code, message }) => {
+                    assert_eq!(code, "conflict");
+                    assert!(message.contains("lease L1"), "{message}");
+                }
+                other => panic!("expected a conflict, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn released_names_the_proxy_and_lease() {
+        let answer = released(&lease(&[("proxies", "a:1")], None), "proxies");
+        assert_eq!(answer, json!({ "released": "a:1", "lease": "L1" }));
+    }
+
+    #[test]
+    fn renewed_names_the_new_expiry() {
+        let answer = renewed(&lease(&[("proxies", "a:1")], Some(9)));
+        assert_eq!(answer, json!({ "lease": "L1", "expiresAtMs": 9 }));
+    }
+
+    #[test]
+    fn only_leases_of_the_pool_alone_are_proxy_leases() {
+        assert!(is_proxy_lease(
+            &lease(&[("proxies", "a:1")], None),
+            "proxies"
+        ));
+        assert!(!is_proxy_lease(
+            &lease(&[("show:x", "A-1")], None),
+            "proxies"
+        ));
+        let mixed = lease(&[("proxies", "a:1"), ("show:x", "A-1")], None);
+        assert!(!is_proxy_lease(&mixed, "proxies"));
+        assert!(!is_proxy_lease(&lease(&[], None), "proxies"));
+    }
+
+    #[test]
+    fn status_lists_free_and_held_proxies() {
+        let status = PoolStatus {
+            pool: "proxies".into(),
+            free: vec![
+                Resource::new("a:1", json!({})),
+                Resource::new("b:2", json!({})),
+            ],
+            held: vec![
+                Held {
+                    id: "c:3".into(),
+                    data: json!({}),
+                    lease: "L9".into(),
+                    token: 5,
+                    holder: 11,
+                    expires_at_ms: Some(77),
+                },
+                Held {
+                    id: "d:4".into(),
+                    data: json!({}),
+                    lease: "L10".into(),
+                    token: 6,
+                    holder: 12,
+                    expires_at_ms: None,
+                },
+            ],
+            waiting: 3,
+        };
+        assert_eq!(
+            super::status(status),
+            json!({
+                "free": ["a:1", "b:2"],
+                "held": [
+                    { "proxy": "c:3", "lease": "L9", "token": 5, "holder": 11, "expiresAtMs": 77 },
+                    { "proxy": "d:4", "lease": "L10", "token": 6, "holder": 12 },
+                ],
+                "waiting": 3,
+            })
+        );
+    }
+
+    #[test]
+    fn an_empty_pool_has_an_empty_status() {
+        assert_eq!(
+            status(empty_status("proxies")),
+            json!({ "free": [], "held": [], "waiting": 0 })
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! The original package's headline example on the host's durable pools: a pool of proxy
+//! servers (`host:port`) that clients take one at a time and give back. The pool is the
+//! host's pool `proxies`, so what is held survives a host restart and is shared by every
+//! instance of this plugin; the jobber itself keeps no state.
+//!
+//! `getProxy` is the hot path (benchmarked through WASM): one payload parse into a small
+//! struct, one `pool::acquire`, one `json!` built from strings moved out of the lease.
+//!
+//! # Layout
+//!
+//! - `payload.rs`: each request type's payload, parsed and checked (`invalid` otherwise).
+//! - `proxy.rs`: `host:port`, the proxy's resource id, in one canonical spelling.
+//! - `answer.rs`: leases and pool status shaped into answers.
+//! - here: the jobber, one thin handler per request type: parse, ask the pool, shape.
+
+mod answer;
+mod payload;
+mod proxy;
+
+use payload::Release;
+use resman_sdk::pool::{self, Lease, PoolError, Resource};
+use resman_sdk::{export_jobber, JobError, Jobber, Request};
+use serde_json::{json, Value};
+
+/// The host pool every request type of this plugin works on.
+const POOL: &str = "proxies";
+
+/// Serves the proxy pool's request types; stateless, the pool lives in the host.
+#[derive(Default)]
+struct ProxyPool;
+
+impl Jobber for ProxyPool {
+    const TYPES: &'static [&'static str] = &[
+        "addProxy",
+        "getProxy",
+        "releaseProxy",
+        "renewProxy",
+        "removeProxy",
+        "proxyStatus",
+    ];
+
+    fn handle(&mut self, request: Request) -> Result<Value, JobError> {
+        let payload = request.payload.as_str();
+        match request.kind.as_str() {
+            "getProxy" => get_proxy(payload),
+            "addProxy" => add_proxy(payload),
+            "releaseProxy" => release_proxy(payload),
+            "renewProxy" => renew_proxy(payload),
+            "removeProxy" => remove_proxy(payload),
+            "proxyStatus" => proxy_status(payload),
+            other => Err(JobError::fail(format!("proxy-pool does not serve {other}"))),
+        }
+    }
+}
+
+fn get_proxy(payload: &str) -> Result<Value, JobError> {
+    let acquire = payload::get_proxy(payload)?.into_acquire(POOL);
+    let lease = pool::acquire(&acquire).map_err(|err| match err {
+        PoolError::UnknownPool(_) => JobError::reject("unavailable", "no proxies were added"),
+        other => other.into(),
+    })?;
+    answer::got(lease, POOL)
+}
+
+fn add_proxy(payload: &str) -> Result<Value, JobError> {
+    let resources: Vec<Resource> = payload::add_proxy(payload)?
+        .into_iter()
+        .map(|proxy| Resource::new(proxy, json!({})))
+        .collect();
+    let added = pool::add(POOL, &resources)?;
+    Ok(json!({ "added": added }))
+}
+
+fn release_proxy(payload: &str) -> Result<Value, JobError> {
+    let lease = match payload::release_proxy(payload)? {
+        Release::Proxy(proxy) => pool::release_resource(POOL, &proxy)?,
+        Release::Lease(lease) => {
+            proxy_lease(&lease)?;
+            pool::release(&lease)?
+        }
+    };
+    Ok(answer::released(&lease, POOL))
+}
+
+fn renew_proxy(payload: &str) -> Result<Value, JobError> {
+    let renew = payload::renew_proxy(payload)?;
+    proxy_lease(&renew.lease)?;
+    let lease = pool::renew(&renew.lease, renew.ttl_ms)?;
+    Ok(answer::renewed(&lease))
+}
+
+fn remove_proxy(payload: &str) -> Result<Value, JobError> {
+    let remove = payload::remove_proxy(payload)?;
+    let removed = pool::remove(POOL, &remove.proxies, remove.force)?;
+    Ok(json!({ "removed": removed }))
+}
+
+fn proxy_status(payload: &str) -> Result<Value, JobError> {
+    payload::proxy_status(payload)?;
+    let status = match pool::status(POOL) {
+        Err(PoolError::UnknownPool(_)) => answer::empty_status(POOL),
+        status => status?,
+    };
+    Ok(answer::status(status))
+}
+
+/// The held lease `id`, if it is a proxy lease: a lease of another pool (a cinema ticket,
+/// say) is `not_found` here, so this plugin cannot end it.
+fn proxy_lease(id: &str) -> Result<Lease, JobError> {
+    let lease = pool::lease(id)?;
+    if answer::is_proxy_lease(&lease, POOL) {
+        Ok(lease)
+    } else {
+        Err(JobError::reject(
+            "not_found",
+            format!("{id} is not a proxy lease"),
+        ))
+    }
+}
+
+export_jobber!(ProxyPool);
