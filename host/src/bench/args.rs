@@ -3,12 +3,15 @@
 //! [`Default`] (for callers that build options in code, such as the tests): change both
 //! together.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use clap::builder::TypedValueParser as _;
 use resman_sdk::protocol::{Framing, DEFAULT_PORT};
-use serde_json::value::RawValue;
+
+use super::chain::Chain;
+use super::template::Template;
 
 /// The largest `--pipeline`. Query indexes grow `pipeline` times faster than the request
 /// count, and the original server reads them as doubles, exact below 2^53.
@@ -51,6 +54,25 @@ pub struct BenchArgs {
     #[arg(long, value_name = "JSON")]
     pub payload: Option<String>,
 
+    /// A step of a request chain, instead of --type and --payload; repeat for each step
+    ///
+    /// Each of a connection's --pipeline slots runs its own chain: it sends the first step,
+    /// awaits the answer, sends the second, and so on, then starts again at the first. An
+    /// error answer, or one without a field the next step needs, counts as an error and
+    /// restarts that chain at the first step. --requests counts the requests of every step.
+    ///
+    /// In a later step's payload, {{NAME}} is replaced by the JSON value of field NAME of
+    /// the previous step's resultJob. A placeholder stands for a whole JSON value, unquoted:
+    /// a string is inserted with its quotes, a number as a number. For example:
+    ///
+    /// --step getProxy='{}' --step 'releaseProxy={"lease":{{lease}}}'
+    #[arg(
+        long = "step",
+        value_name = "TYPE[=JSON]",
+        conflicts_with_all = ["kind", "payload"]
+    )]
+    pub steps: Vec<Step>,
+
     /// Message framing
     #[arg(
         long,
@@ -84,6 +106,7 @@ impl Default for BenchArgs {
             duration: None,
             kind: "ping".to_owned(),
             payload: None,
+            steps: Vec::new(),
             framing: Framing::Crab,
             threads: 1,
             timeout: Duration::from_secs(10),
@@ -92,8 +115,42 @@ impl Default for BenchArgs {
     }
 }
 
+/// One `--step`: a request type, and its payload as JSON text whose `{{NAME}}` placeholders
+/// the previous step's answer fills.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// The request type.
+    pub kind: String,
+    /// The payload [default: no payload field].
+    pub payload: Option<String>,
+}
+
+impl FromStr for Step {
+    type Err = String;
+
+    /// Reads `TYPE` or `TYPE=PAYLOAD`; the type ends at the first `=`.
+    fn from_str(text: &str) -> Result<Step, String> {
+        let (kind, payload) = match text.split_once('=') {
+            Some((kind, payload)) => (kind, Some(payload)),
+            None => (text, None),
+        };
+        if kind.is_empty() {
+            return Err("the request type before = is empty".to_owned());
+        }
+        if payload.is_some_and(|p| p.trim().is_empty()) {
+            return Err(format!(
+                "the payload after {kind}= is empty; leave out = for no payload"
+            ));
+        }
+        Ok(Step {
+            kind: kind.to_owned(),
+            payload: payload.map(str::to_owned),
+        })
+    }
+}
+
 impl BenchArgs {
-    /// Checks the options that clap cannot: counts of zero and the payload's JSON.
+    /// Checks the options that clap cannot: counts of zero and the payloads' JSON.
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.connections == 0 {
             bail!("--connections must be at least 1");
@@ -117,8 +174,20 @@ impl BenchArgs {
             bail!("--timeout must be longer than zero");
         }
         if let Some(payload) = &self.payload {
-            serde_json::from_str::<&RawValue>(payload)
-                .map_err(|e| anyhow!("--payload is not valid JSON: {e}"))?;
+            let template = Template::new(&self.kind, Some(payload), self.framing)
+                .map_err(|e| anyhow!("--payload {e}"))?;
+            if let Some(field) = template.fields().first() {
+                bail!(
+                    "--payload uses {{{{{field}}}}}, but only a later --step has a previous \
+                     answer to take it from"
+                );
+            }
+        }
+        if !self.steps.is_empty() {
+            if self.payload.is_some() {
+                bail!("--payload and --step exclude each other; give each step its payload");
+            }
+            Chain::new(&self.steps, self.framing)?;
         }
         Ok(())
     }
@@ -273,6 +342,96 @@ mod tests {
             },
             "--payload is not valid JSON",
         );
+    }
+
+    #[test]
+    fn steps_parse_and_exclude_type_and_payload() {
+        let parse = |args: &[&str]| {
+            let argv = ["bench"].iter().chain(args).copied();
+            Cli::try_parse_from(argv).map(|cli| cli.bench)
+        };
+        let b = parse(&[
+            "--step",
+            "getProxy={}",
+            "--step",
+            r#"releaseProxy={"lease": {{lease}}}"#,
+            "--step",
+            "ping",
+            "--step",
+            "x=a=1",
+        ])
+        .unwrap();
+        let step = |kind: &str, payload: Option<&str>| Step {
+            kind: kind.into(),
+            payload: payload.map(Into::into),
+        };
+        assert_eq!(
+            b.steps,
+            [
+                step("getProxy", Some("{}")),
+                step("releaseProxy", Some(r#"{"lease": {{lease}}}"#)),
+                step("ping", None),
+                step("x", Some("a=1")),
+            ]
+        );
+        assert!(b
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("--step 4 (x) is not valid JSON"));
+        assert!(parse(&["--step", "a", "-t", "b"]).is_err());
+        assert!(parse(&["--step", "a", "--payload", "{}"]).is_err());
+        let empty = parse(&["--step", "getProxy="]).err().unwrap().to_string();
+        assert!(
+            empty.contains("the payload after getProxy= is empty"),
+            "{empty}"
+        );
+        assert!(parse(&["--step", "={}"]).is_err());
+        assert!(parse(&[]).unwrap().steps.is_empty());
+    }
+
+    #[test]
+    fn placeholders_need_a_previous_step() {
+        let check = |args: BenchArgs, expected: &str| {
+            let msg = args.validate().unwrap_err().to_string();
+            assert!(msg.starts_with(expected), "{msg}");
+        };
+        let steps = |texts: &[&str]| texts.iter().map(|t| t.parse().unwrap()).collect();
+        check(
+            BenchArgs {
+                payload: Some(r#"{"lease":{{lease}}}"#.into()),
+                ..BenchArgs::default()
+            },
+            "--payload uses {{lease}}, but only a later --step has a previous answer",
+        );
+        check(
+            BenchArgs {
+                steps: steps(&[r#"a={"x":{{x}}}"#]),
+                ..BenchArgs::default()
+            },
+            "--step 1 (a) uses {{x}}, but the first step has no previous answer",
+        );
+        check(
+            BenchArgs {
+                steps: steps(&["a", r#"b={"lease":"{{lease}}"}"#]),
+                ..BenchArgs::default()
+            },
+            "--step 2 (b) puts {{lease}} inside a string",
+        );
+        check(
+            BenchArgs {
+                steps: steps(&["a"]),
+                payload: Some("{}".into()),
+                ..BenchArgs::default()
+            },
+            "--payload and --step exclude each other",
+        );
+        BenchArgs {
+            steps: steps(&["a={}", r#"b={"lease":{{lease}}}"#]),
+            ..BenchArgs::default()
+        }
+        .validate()
+        .unwrap();
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! matches each response to its request. A connection is one task that polls its socket with
 //! `try_read`/`try_write` rather than splitting it into reader and writer tasks, so that the
 //! requests one read makes ready go out in one write and nothing is shared but the latency
-//! recorder and the response count.
+//! recorder and the response count. What it sends is its [`Requests`]: one template over and
+//! over, or, with `--step`, a chain per pipeline slot.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,9 +16,10 @@ use resman_sdk::protocol::Framing;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use super::chain::{add_counts, Chains, Failure, StepCount};
 use super::flight::InFlight;
 use super::report::{FirstError, Recorder};
-use super::response::{excerpt, first_error, parse_response};
+use super::response::{excerpt, first_error, parse_response, Parsed};
 use super::template::Template;
 
 /// The size of each connection's read buffer; it grows when one response is larger.
@@ -41,6 +43,8 @@ pub(super) struct ConnStats {
     pub(super) completed: u64,
     pub(super) errors: u64,
     pub(super) first_error: Option<(Instant, FirstError)>,
+    /// Per `--step`, in order; empty without steps.
+    pub(super) steps: Vec<StepCount>,
 }
 
 impl ConnStats {
@@ -48,6 +52,7 @@ impl ConnStats {
     pub(super) fn merge(&mut self, other: ConnStats) {
         self.completed += other.completed;
         self.errors += other.errors;
+        add_counts(&mut self.steps, &other.steps);
         if let Some((at, error)) = other.first_error {
             if self.first_error.as_ref().is_none_or(|(t, _)| at < *t) {
                 self.first_error = Some((at, error));
@@ -56,10 +61,43 @@ impl ConnStats {
     }
 }
 
+/// What a connection sends.
+pub(super) enum Requests {
+    /// The same request each time, but for its query index.
+    Single(Arc<Template>),
+    /// The next step of each slot's chain.
+    Chains(Chains),
+}
+
+impl Requests {
+    /// Appends the request for `slot`, with `query_index`, to `out`.
+    fn push(&self, out: &mut Vec<u8>, slot: usize, query_index: u64) {
+        match self {
+            Requests::Single(template) => template.push(out, query_index, &[]),
+            Requests::Chains(chains) => chains.push(out, slot, query_index),
+        }
+    }
+
+    /// Takes the answer to `slot`'s request; says why it counts as an error, if it does.
+    fn answered(&mut self, slot: usize, answer: &Parsed) -> Option<Failure> {
+        match self {
+            Requests::Single(_) => answer.is_error.then_some(Failure::Response),
+            Requests::Chains(chains) => chains.answered(slot, answer),
+        }
+    }
+
+    fn len_hint(&self) -> usize {
+        match self {
+            Requests::Single(template) => template.len_hint(),
+            Requests::Chains(chains) => chains.len_hint(),
+        }
+    }
+}
+
 /// One connection's load loop.
 pub(super) struct Connection {
     pub(super) stream: TcpStream,
-    pub(super) template: Arc<Template>,
+    pub(super) requests: Requests,
     pub(super) shared: Arc<Shared>,
     pub(super) framing: Framing,
     pub(super) pipeline: usize,
@@ -172,16 +210,17 @@ impl Connection {
         let mut stats = ConnStats::default();
         let mut flight = InFlight::new(self.pipeline);
         let mut out = Outbox {
-            bytes: Vec::with_capacity(
-                (self.template.head.len() + self.template.tail.len() + 20) * self.pipeline,
-            ),
+            bytes: Vec::with_capacity(self.requests.len_hint() * self.pipeline),
             written: 0,
         };
         let mut inbox = Inbox::new(self.framing);
         let mut latencies: Vec<u64> = Vec::with_capacity(LATENCY_BATCH);
 
         let first = self.take_budget(self.pipeline as u64);
-        flight.issue(first, Instant::now(), &self.template, &mut out.bytes);
+        let requests = &self.requests;
+        flight.issue(first, Instant::now(), |slot, index| {
+            requests.push(&mut out.bytes, slot, index)
+        });
 
         loop {
             out.flush(&self.stream)?;
@@ -208,6 +247,9 @@ impl Connection {
             self.refill(answered, &mut flight, &mut out);
         }
         self.record(&mut latencies)?;
+        if let Requests::Chains(chains) = &self.requests {
+            stats.steps = chains.counts().to_vec();
+        }
         Ok(stats)
     }
 
@@ -236,7 +278,7 @@ impl Connection {
 
     /// Takes every whole response in `inbox`, read at `now`; returns how many there were.
     fn take_responses(
-        &self,
+        &mut self,
         inbox: &mut Inbox,
         now: Instant,
         flight: &mut InFlight,
@@ -256,7 +298,7 @@ impl Connection {
 
     /// Matches one response to its request, and counts it and its latency.
     fn take_response(
-        &self,
+        &mut self,
         body: &[u8],
         now: Instant,
         flight: &mut InFlight,
@@ -264,7 +306,7 @@ impl Connection {
         latencies: &mut Vec<u64>,
     ) -> anyhow::Result<()> {
         let parsed = parse_response(body)?;
-        let Some(sent) = flight.complete(parsed.query_index) else {
+        let Some((slot, sent)) = flight.complete(parsed.query_index) else {
             bail!(
                 "unexpected queryIndex {} (not in flight on this connection): {}",
                 parsed.query_index,
@@ -277,10 +319,14 @@ impl Connection {
             self.record(latencies)?;
         }
         stats.completed += 1;
-        if parsed.is_error {
+        if let Some(failure) = self.requests.answered(slot, &parsed) {
             stats.errors += 1;
             if stats.first_error.is_none() {
-                stats.first_error = first_error(body).map(|e| (now, e));
+                let error = match failure {
+                    Failure::Response => first_error(body),
+                    Failure::MissingField(err) => Some(FirstError { err, code: None }),
+                };
+                stats.first_error = error.map(|e| (now, e));
             }
         }
         Ok(())
@@ -293,8 +339,11 @@ impl Connection {
         }
         self.shared.progress.fetch_add(answered, Ordering::Relaxed);
         let more = self.take_budget(answered);
+        let requests = &self.requests;
         // Stamped now, not at the read: they are written right after this.
-        flight.issue(more, Instant::now(), &self.template, &mut out.bytes);
+        flight.issue(more, Instant::now(), |slot, index| {
+            requests.push(&mut out.bytes, slot, index)
+        });
     }
 
     fn record(&self, latencies: &mut Vec<u64>) -> anyhow::Result<()> {

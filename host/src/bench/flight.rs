@@ -4,8 +4,6 @@
 
 use std::time::Instant;
 
-use super::template::Template;
-
 /// The requests of one connection that await their response.
 ///
 /// Each request in flight has a slot, found again from its query index alone: request number
@@ -13,6 +11,9 @@ use super::template::Template;
 /// increase and are never reused, and answers may come in any order: a new request takes
 /// whichever slot is free, not slot `k % pipeline` (which may still be waiting when an
 /// earlier request's answer is late).
+///
+/// With `--step`, slot `s` is also chain `s` (see `chain`): whichever free slot a new request
+/// takes, it sends that slot's chain's next step.
 pub(super) struct InFlight {
     /// The query index each slot waits for, or [`FREE`].
     index: Vec<u64>,
@@ -41,8 +42,9 @@ impl InFlight {
         self.index.len() - self.free.len()
     }
 
-    /// Appends `n` new requests, sent `now`, to `out`. `n` must not exceed the free slots.
-    pub(super) fn issue(&mut self, n: u64, now: Instant, template: &Template, out: &mut Vec<u8>) {
+    /// Issues `n` new requests, sent `now`: `write(slot, query_index)` writes each. `n` must
+    /// not exceed the free slots.
+    pub(super) fn issue(&mut self, n: u64, now: Instant, mut write: impl FnMut(usize, u64)) {
         let pipeline = self.index.len() as u64;
         for _ in 0..n {
             let slot = self
@@ -50,28 +52,29 @@ impl InFlight {
                 .pop()
                 .expect("more requests than the pipeline allows");
             let query_index = self.issued * pipeline + slot as u64;
-            template.push(out, query_index);
+            write(slot, query_index);
             self.index[slot] = query_index;
             self.sent[slot] = now;
             self.issued += 1;
         }
     }
 
-    /// Frees the slot of `query_index` and returns when its request was sent, or `None` when
-    /// no such request is in flight.
-    pub(super) fn complete(&mut self, query_index: u64) -> Option<Instant> {
+    /// Frees the slot of `query_index` and returns it with the time its request was sent, or
+    /// `None` when no such request is in flight.
+    pub(super) fn complete(&mut self, query_index: u64) -> Option<(usize, Instant)> {
         let slot = (query_index % self.index.len() as u64) as usize;
         if query_index == FREE || self.index[slot] != query_index {
             return None;
         }
         self.index[slot] = FREE;
         self.free.push(slot);
-        Some(self.sent[slot])
+        Some((slot, self.sent[slot]))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::template::Template;
     use super::*;
     use resman_sdk::protocol::{Framing, Request};
 
@@ -81,19 +84,24 @@ mod tests {
         let mut f = InFlight::new(4);
         let mut out = Vec::new();
         let t0 = Instant::now();
-        f.issue(4, t0, &t, &mut out);
+        f.issue(4, t0, |_, index| t.push(&mut out, index, &[]));
         assert_eq!(f.len(), 4);
         // Request k in slot s has query index k * 4 + s.
-        assert_eq!(f.complete(10), Some(t0));
+        assert_eq!(f.complete(10), Some((2, t0)));
         assert_eq!(f.complete(10), None, "answered twice");
         assert_eq!(f.complete(2), None, "never sent");
         assert_eq!(f.complete(20), None, "not sent yet");
         assert_eq!(f.complete(FREE), None);
-        assert_eq!(f.complete(0), Some(t0));
+        assert_eq!(f.complete(0), Some((0, t0)));
         // Requests 1 and 3 (slots 1 and 3) are still in flight; the next two take the free
         // slots 0 and 2.
         let t1 = Instant::now();
-        f.issue(2, t1, &t, &mut out);
+        let mut slots = Vec::new();
+        f.issue(2, t1, |slot, index| {
+            slots.push(slot);
+            t.push(&mut out, index, &[]);
+        });
+        assert_eq!(slots, [0, 2]);
         assert_eq!(f.len(), 4);
         let text = String::from_utf8(out).unwrap();
         let indexes: Vec<u64> = text
@@ -103,10 +111,10 @@ mod tests {
             .collect();
         assert_eq!(indexes, [0, 5, 10, 15, 4 * 4, 5 * 4 + 2]);
         assert_eq!(f.complete(0), None, "slot 0 now waits for 16");
-        assert_eq!(f.complete(16), Some(t1));
-        assert_eq!(f.complete(22), Some(t1));
-        assert_eq!(f.complete(5), Some(t0));
-        assert_eq!(f.complete(15), Some(t0));
+        assert_eq!(f.complete(16), Some((0, t1)));
+        assert_eq!(f.complete(22), Some((2, t1)));
+        assert_eq!(f.complete(5), Some((1, t0)));
+        assert_eq!(f.complete(15), Some((3, t0)));
         assert_eq!(f.len(), 0);
     }
 }

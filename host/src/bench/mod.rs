@@ -8,12 +8,21 @@
 //! `--requests` responses in all (each connection gets an equal share), or, with `--duration`,
 //! once the time is up and the requests still in flight have been answered.
 //!
+//! With `--step` (repeated) instead of `--type`, each of a connection's `--pipeline` slots
+//! runs a chain: the first step's request, then, once answered, the second step's, its
+//! payload filled from fields of that answer (`{{lease}}`), and so on, round and round. This
+//! measures round trips that hold and give back a resource, such as `getProxy` then
+//! `releaseProxy`. `--requests` counts the requests of all steps, so a run may end between
+//! the steps of a chain (a resource then stays held).
+//!
 //! # Reading the figures
 //!
 //! - **requests** counts responses, error responses included; **errors** counts the responses
 //!   whose `resultJob` holds `err` (for example `unknown_type` when no jobber serves the type,
-//!   or `overloaded`). A run with errors mostly measures the server's error path; the first
-//!   error is printed so its cause can be fixed.
+//!   or `overloaded`), and, in a chain, those that lack a field the next step needs (the
+//!   chain then starts over). A run with errors mostly measures the server's error path; the
+//!   first error is printed so its cause can be fixed. With `--step`, **steps** splits both
+//!   counts by step.
 //! - **requests per second** is `requests` divided by the time from the start (all connections
 //!   already open) until the last response arrived.
 //! - **latency** is measured per request, from the write that sent it to the read that brought
@@ -38,7 +47,9 @@
 //! results. The rest, in the order a request meets it:
 //!
 //! - `args`: [`BenchArgs`], their validation and the server address.
-//! - `template`: the bytes of a request, built once and stamped with each `queryIndex`.
+//! - `template`: the bytes of a request, built once and stamped with each `queryIndex` (and
+//!   a chain step's placeholder values).
+//! - `chain`: `--step`: the steps, and each pipeline slot's place in its chain.
 //! - `connect`: opening the connections.
 //! - `connection`: each connection's write/read loop.
 //! - `flight`: a connection's requests in flight, one slot each.
@@ -47,6 +58,7 @@
 //! - `report`: the latency histogram and the [`Report`], as text or JSON.
 
 mod args;
+mod chain;
 mod connect;
 mod connection;
 mod flight;
@@ -57,8 +69,8 @@ mod template;
 mod test_server;
 mod watchdog;
 
-pub use args::BenchArgs;
-pub use report::{FirstError, Latency, Report};
+pub use args::{BenchArgs, Step};
+pub use report::{FirstError, Latency, Report, StepReport};
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -69,8 +81,9 @@ use resman_sdk::protocol::Framing;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
+use chain::{Chain, Chains, StepCount};
 use connect::connect_all;
-use connection::{ConnStats, Connection, Shared};
+use connection::{ConnStats, Connection, Requests, Shared};
 use report::Recorder;
 use template::Template;
 use watchdog::watchdog;
@@ -107,13 +120,63 @@ fn run_blocking(args: &BenchArgs) -> anyhow::Result<Report> {
     runtime.block_on(run_async(args))
 }
 
+/// What every connection sends, built once per run.
+enum Load {
+    Single(Arc<Template>),
+    Chain(Arc<Chain>),
+}
+
+impl Load {
+    fn new(args: &BenchArgs) -> anyhow::Result<Load> {
+        if args.steps.is_empty() {
+            let template = Template::new(&args.kind, args.payload.as_deref(), args.framing)
+                .map_err(|e| anyhow!("--payload {e}"))?;
+            Ok(Load::Single(Arc::new(template)))
+        } else {
+            Ok(Load::Chain(Arc::new(Chain::new(
+                &args.steps,
+                args.framing,
+            )?)))
+        }
+    }
+
+    /// A connection's requests: the shared template, or chains of its own.
+    fn requests(&self, pipeline: usize) -> Requests {
+        match self {
+            Load::Single(template) => Requests::Single(template.clone()),
+            Load::Chain(chain) => Requests::Chains(Chains::new(chain.clone(), pipeline)),
+        }
+    }
+
+    /// Each step's type and counts; empty without steps.
+    fn steps(&self, counts: &[StepCount]) -> Vec<StepReport> {
+        let Load::Chain(chain) = self else {
+            return Vec::new();
+        };
+        let counts = counts.iter().chain(std::iter::repeat(&StepCount::ZERO));
+        chain
+            .kinds()
+            .zip(counts)
+            .map(|(kind, count)| StepReport {
+                kind: kind.to_owned(),
+                requests: count.requests,
+                errors: count.errors,
+            })
+            .collect()
+    }
+
+    /// The request type, or the steps' types joined by ` -> `.
+    fn kind(&self, args: &BenchArgs) -> String {
+        match self {
+            Load::Single(_) => args.kind.clone(),
+            Load::Chain(chain) => chain.kinds().collect::<Vec<_>>().join(" -> "),
+        }
+    }
+}
+
 async fn run_async(args: &BenchArgs) -> anyhow::Result<Report> {
     let addr = args.resolved_addr();
-    let template = Arc::new(Template::new(
-        &args.kind,
-        args.payload.as_deref(),
-        args.framing,
-    )?);
+    let load = Load::new(args)?;
 
     let streams = connect_all(&addr, args.connections, args.timeout).await?;
 
@@ -123,7 +186,7 @@ async fn run_async(args: &BenchArgs) -> anyhow::Result<Report> {
     });
     let start = Instant::now();
     let deadline = deadline(start, args)?;
-    let tasks = spawn_connections(streams, &addr, args, &template, &shared, deadline);
+    let tasks = spawn_connections(streams, &addr, args, &load, &shared, deadline);
 
     let totals = tokio::select! {
         result = join_all(tasks) => result?,
@@ -136,7 +199,7 @@ async fn run_async(args: &BenchArgs) -> anyhow::Result<Report> {
         .lock()
         .map_err(|_| anyhow!("latency recorder poisoned"))?
         .latency();
-    Ok(report(args, addr, totals, elapsed, latency))
+    Ok(report(args, &load, addr, totals, elapsed, latency))
 }
 
 /// When `--duration` ends, if given; an error when the end, plus `--timeout`, is out of the
@@ -160,7 +223,7 @@ fn spawn_connections(
     streams: Vec<TcpStream>,
     addr: &str,
     args: &BenchArgs,
-    template: &Arc<Template>,
+    load: &Load,
     shared: &Arc<Shared>,
     deadline: Option<Instant>,
 ) -> JoinSet<anyhow::Result<ConnStats>> {
@@ -168,7 +231,7 @@ fn spawn_connections(
     for (id, stream) in streams.into_iter().enumerate() {
         let conn = Connection {
             stream,
-            template: template.clone(),
+            requests: load.requests(args.pipeline),
             shared: shared.clone(),
             framing: args.framing,
             pipeline: args.pipeline,
@@ -200,6 +263,7 @@ async fn join_all(mut tasks: JoinSet<anyhow::Result<ConnStats>>) -> anyhow::Resu
 
 fn report(
     args: &BenchArgs,
+    load: &Load,
     addr: String,
     totals: ConnStats,
     elapsed: f64,
@@ -207,7 +271,7 @@ fn report(
 ) -> Report {
     Report {
         addr,
-        kind: args.kind.clone(),
+        kind: load.kind(args),
         framing: match args.framing {
             Framing::Crab => "crab",
             Framing::Newline => "newline",
@@ -225,6 +289,7 @@ fn report(
             0.0
         },
         latency_us: latency,
+        steps: load.steps(&totals.steps),
     }
 }
 

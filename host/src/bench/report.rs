@@ -11,7 +11,7 @@ use serde::Serialize;
 pub struct Report {
     /// The address the generator connected to.
     pub addr: String,
-    /// The request type sent.
+    /// The request type sent; with `--step`, the steps' types joined by ` -> `.
     #[serde(rename = "type")]
     pub kind: String,
     /// `"crab"` or `"newline"`.
@@ -34,6 +34,21 @@ pub struct Report {
     pub requests_per_sec: f64,
     /// Latency from a request's write to its response, in microseconds.
     pub latency_us: Latency,
+    /// With `--step`, each step's counts, in order (absent from the JSON without steps).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepReport>,
+}
+
+/// How one `--step` fared.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StepReport {
+    /// The step's request type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Responses to this step (every request sent is answered by the end of a run).
+    pub requests: u64,
+    /// Error responses to this step, and responses without a field the next step needs.
+    pub errors: u64,
 }
 
 /// An error response's `err` and `code` (`code` is absent in the original server's errors).
@@ -88,6 +103,16 @@ impl Report {
             self.addr
         );
         self.push_errors(&mut s);
+        for (i, step) in self.steps.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "  step {} {}: {} requests, {} errors",
+                i + 1,
+                step.kind,
+                step.requests,
+                step.errors
+            );
+        }
         let _ = writeln!(s, "  {:.2} requests per second", self.requests_per_sec);
         s.push('\n');
         s.push_str("Latency in microseconds, from a request's write to its response:\n");
@@ -219,6 +244,7 @@ mod tests {
                 max: 5.0,
                 mean: 1.75,
             },
+            steps: Vec::new(),
         };
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(
@@ -244,5 +270,50 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\n  p99.9          4.0\n"), "{text}");
+        assert!(!text.contains("step"), "{text}");
+    }
+
+    #[test]
+    fn steps_are_reported_one_by_one() {
+        let step = |kind: &str, requests, errors| StepReport {
+            kind: kind.into(),
+            requests,
+            errors,
+        };
+        let report = Report {
+            addr: "127.0.0.1:1".into(),
+            kind: "getProxy -> releaseProxy".into(),
+            framing: "crab",
+            connections: 1,
+            pipeline: 1,
+            threads: 1,
+            requests: 7,
+            errors: 1,
+            first_error: None,
+            elapsed_secs: 1.0,
+            requests_per_sec: 7.0,
+            latency_us: Latency::default(),
+            steps: vec![step("getProxy", 4, 1), step("releaseProxy", 3, 0)],
+        };
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json["steps"],
+            serde_json::json!([
+                {"type": "getProxy", "requests": 4, "errors": 1},
+                {"type": "releaseProxy", "requests": 3, "errors": 0}
+            ])
+        );
+        assert_eq!(json["type"], "getProxy -> releaseProxy");
+        let text = report.to_text();
+        assert!(
+            text.starts_with("====== getProxy -> releaseProxy ======\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "\n  step 1 getProxy: 4 requests, 1 errors\n  step 2 releaseProxy: 3 requests, 0 errors\n"
+            ),
+            "{text}"
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! garbage, not at all), and counts what it saw. Each [`TestServer`] runs on its own runtime,
 //! apart from the one the generator builds.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,6 +32,11 @@ pub(super) enum Mode {
     CloseAfter(usize),
     /// Reads requests and never answers.
     Silent,
+    /// Hands out leases, per connection, to request chains: `getLease` answers
+    /// `{"lease": "L<n>", "proxy": ...}`, but every fifth one `unavailable`; `releaseLease`
+    /// checks that its payload's `lease` is one it handed out and not yet got back (else
+    /// answers `not_found`); any other type is answered as [`Mode::Ping`] does.
+    Leases,
 }
 
 #[derive(Default)]
@@ -38,6 +44,12 @@ pub(super) struct ServerStats {
     pub(super) reversed_batches: AtomicUsize,
     pub(super) newline_connections: AtomicUsize,
     pub(super) first_request: Mutex<Option<String>>,
+    /// [`Mode::Leases`]: `getLease` answered with an error.
+    pub(super) leases_refused: AtomicUsize,
+    /// [`Mode::Leases`]: leases given back.
+    pub(super) released: AtomicUsize,
+    /// [`Mode::Leases`]: `releaseLease` with a lease not handed out, or already back.
+    pub(super) bad_releases: AtomicUsize,
 }
 
 pub(super) struct TestServer {
@@ -81,6 +93,8 @@ async fn serve(socket: TcpStream, mode: Mode, stats: Arc<ServerStats>) {
         held: Vec::new(),
         answered: 0,
         pong: 0,
+        leases: HashSet::new(),
+        lease_requests: 0,
     };
     session.run().await;
 }
@@ -99,6 +113,10 @@ struct Session {
     /// Responses sent, for [`Mode::CloseAfter`].
     answered: usize,
     pong: u64,
+    /// [`Mode::Leases`]: the leases handed out and not yet back.
+    leases: HashSet<String>,
+    /// [`Mode::Leases`]: `getLease` requests so far.
+    lease_requests: u64,
 }
 
 impl Session {
@@ -229,6 +247,13 @@ impl Session {
                 }
             }))
             .unwrap(),
+            Mode::Leases if matches!(request.kind.as_str(), "getLease" | "releaseLease") => {
+                let result_job = self.lease_answer(request);
+                serde_json::to_vec(&serde_json::json!({
+                    "type": request.kind, "queryIndex": index, "resultJob": result_job
+                }))
+                .unwrap()
+            }
             _ => {
                 self.pong += 1;
                 serde_json::to_vec(&serde_json::json!({
@@ -239,6 +264,29 @@ impl Session {
             }
         };
         Some(response)
+    }
+
+    /// The `resultJob` of a [`Mode::Leases`] request.
+    fn lease_answer(&mut self, request: &Request) -> serde_json::Value {
+        let error = |err: &str, code: &str| serde_json::json!({"err": err, "code": code});
+        if request.kind == "getLease" {
+            self.lease_requests += 1;
+            if self.lease_requests.is_multiple_of(5) {
+                self.stats.leases_refused.fetch_add(1, Ordering::Relaxed);
+                return error("no lease free", "unavailable");
+            }
+            let lease = format!("L{}", self.lease_requests);
+            self.leases.insert(lease.clone());
+            return serde_json::json!({"proxy": "10.0.0.1:3128", "lease": lease});
+        }
+        let lease = request.payload["lease"].as_str().unwrap_or_default();
+        if self.leases.remove(lease) {
+            self.stats.released.fetch_add(1, Ordering::Relaxed);
+            serde_json::json!({"released": true})
+        } else {
+            self.stats.bad_releases.fetch_add(1, Ordering::Relaxed);
+            error(&format!("unknown lease {}", request.payload), "not_found")
+        }
     }
 }
 

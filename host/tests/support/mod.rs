@@ -1,6 +1,9 @@
 //! Support for tests of the `resman` binary: a `resman serve` child process whose address is
 //! read from its "listening" log line.
 
+// Each test crate that includes this module uses only part of it.
+#![allow(dead_code)]
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

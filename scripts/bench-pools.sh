@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# resman's durable pool round trips against Redis with an append-only file, at the same
+# connections and pipeline, in one run, printed as ratios.
+#   resman: the proxy-pool plugin, getProxy then releaseProxy with the lease it answered
+#           (`resman bench --step` chains); every grant and release is journaled and fsync'd
+#           (group commit) before it is answered.
+#   Redis:  LMOVE free held LEFT RIGHT on a list prefilled so that it never runs empty, with
+#           appendfsync everysec (up to a second of writes lost in a crash) and with
+#           appendfsync always (fsync'd before the answer, as resman does).
+# Both count requests, each one durable change: a resman round trip is two (grant, release).
+# Needs redis-server, redis-cli and redis-benchmark (Debian: redis-server), and python3.
+# Usage: scripts/bench-pools.sh [requests-per-setting]
+#   RESMAN_THREADS=n sets serve --threads; BENCH_DIR=folder holds the data files (default
+#   /var/tmp; it must be on a disk, not tmpfs, or fsync costs nothing).
+set -euo pipefail
+shopt -s inherit_errexit # a failure inside $(...) fails the assignment that runs it
+cd "$(dirname "$0")/.."
+requests=${1:-200000}
+settings=("50 1" "50 16")
+proxies=4000 # more than connections x pipeline, plus the leases a run may end holding
+mport=46971; everysec_port=46381; always_port=46382
+
+die() { echo "bench-pools: $*" >&2; exit 1; }
+[[ "$requests" =~ ^[1-9][0-9]*$ ]] || die "usage: $0 [requests-per-setting]"
+for tool in redis-server redis-cli redis-benchmark python3; do
+    command -v "$tool" >/dev/null || die "$tool not found (Debian: apt install redis-server)"
+done
+
+cargo build --release -p resman --quiet
+./scripts/build-plugins.sh release >/dev/null
+resman=target/release/resman
+plugin=target/plugins/release/proxy-pool.wasm
+[ -f "$plugin" ] || die "$plugin is missing after scripts/build-plugins.sh release"
+
+work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/bench-pools.XXXXXX")
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+[ "$(stat -f -c %T "$work")" != tmpfs ] ||
+    echo "bench-pools: warning: $work is on tmpfs, where fsync costs nothing; set BENCH_DIR" >&2
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_for NAME PID LOG COMMAND...: polls COMMAND until it succeeds; fails with the server's
+# log when the server exits or 30 s pass.
+wait_for() {
+    local name=$1 pid=$2 log=$3 tries=0
+    shift 3
+    until "$@" >/dev/null 2>&1; do
+        if ! kill -0 "$pid" 2>/dev/null || [ $((tries += 1)) -gt 300 ]; then
+            tail -n 20 "$log" >&2
+            die "$name did not come up (log above)"
+        fi
+        sleep 0.1
+    done
+}
+
+start_redis() { # name port fsync-policy
+    port_free "$2" || die "port $2 is in use; stop what listens there"
+    mkdir -p "$work/$1"
+    redis-server --port "$2" --dir "$work/$1" --appendonly yes --appendfsync "$3" --save '' \
+        --daemonize no >"$work/$1.log" 2>&1 &
+    pids+=($!)
+    wait_for "$1" $! "$work/$1.log" redis-cli -p "$2" ping
+}
+
+start_resman() {
+    port_free $mport || die "port $mport is in use; stop what listens there"
+    mkdir -p "$work/plugins"
+    cp "$plugin" "$work/plugins/"
+    $resman serve --port $mport --plugins "$work/plugins" --data-dir "$work/resman-data" \
+        --cache-dir "$work/cache" ${RESMAN_THREADS:+--threads "$RESMAN_THREADS"} \
+        >"$work/resman.log" 2>&1 &
+    pids+=($!)
+    wait_for resman $! "$work/resman.log" $resman call proxyStatus --addr 127.0.0.1:$mport --timeout 1s
+}
+
+add_proxies() { # 10.x.y.z:3128, 500 per addProxy
+    local from answer
+    for ((from = 0; from < proxies; from += 500)); do
+        answer=$($resman call addProxy --addr 127.0.0.1:$mport "$(python3 -c "
+import json, sys
+start, end = int(sys.argv[1]), int(sys.argv[2])
+ips = [f'10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}:3128' for i in range(start, end)]
+print(json.dumps({'proxies': ips}))" "$from" $((from + 500 < proxies ? from + 500 : proxies)))") ||
+            die "addProxy failed: $answer"
+    done
+}
+
+fill_redis() { # port count: `free` holds exactly count elements, `held` none
+    redis-cli -p "$1" del free held >/dev/null
+    python3 - "$2" <<'PY' | redis-cli -p "$1" --pipe >/dev/null
+import sys
+out, total = sys.stdout.buffer, int(sys.argv[1])
+for start in range(0, total, 1000):
+    args = [b"RPUSH", b"free"] + [b"p%d" % i for i in range(start, min(total, start + 1000))]
+    out.write(b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args))
+PY
+    [ "$(redis-cli -p "$1" llen free)" = "$2" ] || die "could not fill list free on port $1"
+}
+
+redis_lmove() { # port c P n → "rps p99_ms"
+    fill_redis "$1" $(($4 + $2 * $3 + 10000))
+    local out
+    out=$(redis-benchmark -p "$1" -c "$2" -P "$3" -n "$4" --csv LMOVE free held LEFT RIGHT | tail -n 1)
+    # "LMOVE free held LEFT RIGHT","rps","avg","min","p50","p95","p99","max"
+    [ "$(redis-cli -p "$1" llen free)" -gt 0 ] || die "list free ran empty on port $1"
+    echo "$out" | python3 -c 'import csv,sys; r=next(csv.reader(sys.stdin)); print(round(float(r[1])), r[6])'
+}
+
+resman_chain() { # c P n → "rps p99_ms errors first-error"
+    $resman bench --addr 127.0.0.1:$mport -c "$1" -P "$2" -n "$3" --json \
+        --step getProxy='{}' --step 'releaseProxy={"lease":{{lease}}}' |
+        python3 -c 'import json,sys; r=json.load(sys.stdin); e=r["first_error"] or {}
+print(round(r["requests_per_sec"]), round(r["latency_us"]["p99"]/1000, 3), r["errors"],
+      " ".join(e.get("err", "").split()))'
+}
+
+start_redis redis-everysec $everysec_port everysec
+start_redis redis-always $always_port always
+start_resman
+add_proxies
+
+ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
+row='%-7s %11s %8s %13s %8s %11s %8s %9s %9s\n'
+printf "$row" "c,P" "resman rps" "p99 ms" "everysec rps" "p99 ms" "always rps" "p99 ms" "vs every" "vs always"
+for setting in "${settings[@]}"; do
+    read -r c p <<<"$setting"
+    # Assigned first, so that a failure stops the script (a failed `read <<<"$(...)"` would not).
+    every=$(redis_lmove $everysec_port "$c" "$p" "$requests")
+    always=$(redis_lmove $always_port "$c" "$p" "$requests")
+    ours=$(resman_chain "$c" "$p" "$requests")
+    read -r every_rps every_p99 <<<"$every"
+    read -r always_rps always_p99 <<<"$always"
+    read -r ours_rps ours_p99 ours_errors ours_first <<<"$ours"
+    printf "$row" "$c,$p" "$ours_rps" "$ours_p99" "$every_rps" "$every_p99" "$always_rps" \
+        "$always_p99" "$(ratio "$ours_rps" "$every_rps")" "$(ratio "$ours_rps" "$always_rps")"
+    [ "$ours_errors" = 0 ] || echo "  resman: $ours_errors error responses; the first: $ours_first"
+done
