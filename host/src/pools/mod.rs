@@ -23,6 +23,8 @@ pub(crate) mod durability;
 mod journal;
 pub(crate) mod record;
 pub(crate) mod state;
+#[cfg(test)]
+mod tests;
 pub(crate) mod view;
 
 pub use journal::StoreError;
@@ -71,6 +73,9 @@ struct Inner {
     /// Set when the journal could not be written: every later operation is refused.
     failed: Option<String>,
     stopping: bool,
+    /// The committer sleeps on `work`; only then is it woken (a notify is a syscall even
+    /// with no one waiting).
+    committer_idle: bool,
 }
 
 impl Pools {
@@ -125,6 +130,7 @@ impl Pools {
                 waiters: HashMap::new(),
                 failed: None,
                 stopping: false,
+                committer_idle: false,
             }),
             work: Condvar::new(),
             clock: Condvar::new(),
@@ -192,7 +198,9 @@ impl Pools {
                     *seq += 1;
                     journal::encode(*seq, &record, frames);
                 }
-                self.work.notify_one();
+                if inner.committer_idle {
+                    self.work.notify_one();
+                }
             } else {
                 inner.log.clear();
             }
@@ -256,8 +264,7 @@ impl Pools {
             request.wait_ms = Some(wait.min(left.as_millis() as u64));
         }
         let wait = Duration::from_millis(request.wait_ms.unwrap_or(0));
-        let (answer, answered) = mpsc::sync_channel(1);
-        let id = {
+        let (id, answered) = {
             let mut inner = self.lock();
             if let Some(reason) = &inner.failed {
                 return Err(PoolError::Storage(reason.clone()));
@@ -272,13 +279,19 @@ impl Pools {
             let acquired = state.acquire(client, request, crate::plugins::now_ms(), log);
             // The answer channel is registered under the same lock that queued the waiter,
             // so no release can serve it before there is somewhere to send the grant.
-            if let Ok(Acquired::Waiting(id)) = &acquired {
-                waiters.insert(*id, answer);
-            }
+            let answered = match &acquired {
+                Ok(Acquired::Waiting(id)) => {
+                    let (answer, answered) = mpsc::sync_channel(1);
+                    waiters.insert(*id, answer);
+                    Some(answered)
+                }
+                _ => None,
+            };
             self.settle(&mut inner, before);
-            match acquired? {
-                Acquired::Granted(lease) => return Ok((lease, inner.seq)),
-                Acquired::Waiting(id) => id,
+            match (acquired?, answered) {
+                (Acquired::Waiting(id), Some(answered)) => (id, answered),
+                (Acquired::Granted(lease), _) => return Ok((lease, inner.seq)),
+                (Acquired::Waiting(_), None) => unreachable!("a waiter has a channel"),
             }
         };
         let result = match answered.recv_timeout(wait) {
@@ -420,10 +433,12 @@ impl Pools {
             let (seq, snapshot) = {
                 let mut inner = self.lock();
                 while inner.frames.is_empty() && !inner.stopping {
+                    inner.committer_idle = true;
                     inner = self
                         .work
                         .wait(inner)
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    inner.committer_idle = false;
                 }
                 if inner.frames.is_empty() {
                     return;
@@ -439,13 +454,15 @@ impl Pools {
             frames.clear();
             self.durability.publish(seq);
             if let Some(snapshot) = snapshot {
+                // Once the next journal exists it takes the records, snapshot or not: a
+                // snapshot that failed after its rename already names it, and recovery
+                // replays every journal from the one the snapshot on disk names.
                 let rolled = folder.create_journal(journal.number + 1).and_then(|next| {
-                    folder.write_snapshot(snapshot, seq, next.number)?;
-                    Ok(next)
+                    journal = next;
+                    folder.write_snapshot(snapshot, seq, journal.number)
                 });
-                match rolled {
-                    Ok(next) => journal = next,
-                    Err(err) => tracing::warn!(%err, "could not roll the journal into a snapshot"),
+                if let Err(err) = rolled {
+                    tracing::warn!(%err, "could not roll the journal into a snapshot");
                 }
             }
         }

@@ -14,7 +14,12 @@ use super::record::{Data, GrantRecord, LeaseId, Record};
 use super::view::{GrantView, HeldView, LeaseView, ResourceView, StatusView};
 use resman_sdk::pool::{AcquireRequest, PoolError};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Maps and sets keyed by pool names, resource ids and lease numbers: foldhash is several
+/// times faster than the default SipHash on short keys and still seeded per process.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 /// The longest pool name, resource id, request id or store key, in bytes.
 pub(crate) const MAX_NAME_BYTES: usize = 1024;
@@ -104,13 +109,13 @@ struct Waiter {
 impl Default for State {
     fn default() -> Self {
         State {
-            pools: HashMap::new(),
-            leases: HashMap::new(),
-            requests: HashMap::new(),
+            pools: HashMap::default(),
+            leases: HashMap::default(),
+            requests: HashMap::default(),
             ended_requests: VecDeque::new(),
             expiries: BTreeSet::new(),
-            on_disconnect: HashMap::new(),
-            kv: HashMap::new(),
+            on_disconnect: HashMap::default(),
+            kv: HashMap::default(),
             next_lease: 1,
             next_token: 1,
             free_clock: 0,
@@ -313,7 +318,7 @@ impl State {
             check_name("resource id", id)?;
         }
         let existing = self.pools.get(pool);
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         let new: Vec<(String, Data)> = resources
             .into_iter()
             .filter(|(id, _)| {
@@ -402,6 +407,16 @@ impl State {
                     ))),
                 };
             }
+            // Granting a twin too would give one request id two leases.
+            if self
+                .waiters
+                .iter()
+                .any(|w| w.request.request_id.as_ref() == Some(request_id))
+            {
+                return Err(PoolError::Conflict(format!(
+                    "request id {request_id} is already waiting"
+                )));
+            }
         }
         let queue_ahead = request
             .wants
@@ -450,10 +465,10 @@ impl State {
         if let Some(request_id) = &request.request_id {
             check_name("request id", request_id)?;
         }
-        let mut pools = HashSet::new();
+        let mut pools = HashSet::default();
         for want in &request.wants {
             let entry = self.pool(&want.pool)?;
-            if !pools.insert(want.pool.as_str()) {
+            if request.wants.len() > 1 && !pools.insert(want.pool.as_str()) {
                 return Err(PoolError::Invalid(format!(
                     "pool {} is wanted twice in one acquire",
                     want.pool
@@ -476,7 +491,7 @@ impl State {
                     want.pool
                 )));
             }
-            let mut ids = HashSet::new();
+            let mut ids = HashSet::default();
             for id in &want.ids {
                 if !entry.resources.contains_key(id) {
                     return Err(PoolError::UnknownResource(format!(
@@ -548,7 +563,7 @@ impl State {
     /// A waiter is granted with the clock of the operation that freed its resources; its TTL
     /// counts from there.
     fn serve_waiters(&mut self, now_ms: u64, log: &mut Vec<Record>, woken: &mut Vec<Woken>) {
-        let mut blocked: HashSet<String> = HashSet::new();
+        let mut blocked: HashSet<String> = HashSet::default();
         let mut index = 0;
         while index < self.waiters.len() {
             let waiter = &self.waiters[index];
@@ -595,14 +610,30 @@ impl State {
     fn fail_waiters_on_missing(&mut self, woken: &mut Vec<Woken>) {
         let mut index = 0;
         while index < self.waiters.len() {
-            match self.pick(&self.waiters[index].request) {
-                Err(err) => {
+            match self.missing(&self.waiters[index].request) {
+                Some(err) => {
                     let waiter = self.dequeue(index);
                     woken.push((waiter.id, Err(err)));
                 }
-                Ok(_) => index += 1,
+                None => index += 1,
             }
         }
+    }
+
+    /// A resource `request` names that its pool no longer has. Not `pick`, which stops at
+    /// the first want it cannot serve yet and so would miss a removal in a later one.
+    fn missing(&self, request: &AcquireRequest) -> Option<PoolError> {
+        request.wants.iter().find_map(|want| {
+            let entry = self.pools.get(&want.pool)?;
+            let id = want
+                .ids
+                .iter()
+                .find(|id| !entry.resources.contains_key(*id))?;
+            Some(PoolError::UnknownResource(format!(
+                "pool {} has no resource {id}",
+                want.pool
+            )))
+        })
     }
 
     /// Takes a waiter out of the queue (its wait ran out); false if it is no longer there
