@@ -17,7 +17,7 @@ rps() { $resman bench --addr "127.0.0.1:$1" -c "$c" -P "$p" -d "$d" -t "$2" --js
 
 serve_with() { # port, plugin file
     mkdir -p "$work/$1"; cp "$plugins/$2" "$work/$1/"
-    $resman serve --port "$1" --plugins "$work/$1" --cache-dir "$work/cache-$1" >"$work/$1.log" 2>&1 &
+    $resman serve --port "$1" --plugins "$work/$1" --cache-dir "$work/cache-$1" --in-memory >"$work/$1.log" 2>&1 &
     local pid=$! tries=0
     until $resman call cntResponse --addr "127.0.0.1:$1" >/dev/null 2>&1; do
         kill -0 $pid 2>/dev/null && [ $((tries += 1)) -lt 600 ] || { cat "$work/$1.log" >&2; exit 1; }
@@ -41,7 +41,7 @@ landing() { # port, plugin file, cache dir → milliseconds
 import os, shutil, socket, subprocess, sys, time
 resman, port, src, folder, cache = sys.argv[1:]
 os.makedirs(folder, exist_ok=True)
-proc = subprocess.Popen([resman, "serve", "--port", port, "--plugins", folder, "--cache-dir", cache],
+proc = subprocess.Popen([resman, "serve", "--port", port, "--plugins", folder, "--cache-dir", cache, "--in-memory"],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 crab = "🦀".encode()
 def ask(s, i):

@@ -10,7 +10,7 @@ resman=target/release/resman
 rport=46379; mport=46969
 redis-server --port $rport --save '' --appendonly no --daemonize no >/dev/null &
 redis_pid=$!
-$resman serve --port $mport ${RESMAN_THREADS:+--threads $RESMAN_THREADS} >/dev/null 2>&1 &
+$resman serve --port $mport --in-memory ${RESMAN_THREADS:+--threads $RESMAN_THREADS} >/dev/null 2>&1 &
 resman_pid=$!
 trap 'kill $redis_pid $resman_pid 2>/dev/null' EXIT
 until redis-cli -p $rport ping >/dev/null 2>&1; do sleep 0.1; done

@@ -50,10 +50,10 @@ impl Request {
     ///
     /// # Errors
     ///
-    /// A [`JobError::fail`] saying why the payload does not fit `T`, ready to return.
+    /// A [`JobError::invalid`] saying why the payload does not fit `T`, ready to return.
     pub fn payload<T: DeserializeOwned>(&self) -> Result<T, JobError> {
         let text = self.payload.as_deref().map_or("null", RawValue::get);
-        serde_json::from_str(text).map_err(|err| JobError::fail(format!("bad payload: {err}")))
+        resman_sdk::parse_payload(&self.kind, text)
     }
 }
 

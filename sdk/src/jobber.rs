@@ -25,16 +25,41 @@ pub struct Request {
 }
 
 impl Request {
-    /// Parses the payload into `T`.
+    /// Parses the payload into `T`; see [`parse_payload`].
     ///
     /// # Errors
     ///
-    /// [`JobError::Fail`] naming the request type and the parse error when the payload does
-    /// not fit `T`: sending it again would not help.
+    /// As [`parse_payload`].
     pub fn payload<T: DeserializeOwned>(&self) -> Result<T, JobError> {
-        serde_json::from_str(&self.payload)
-            .map_err(|err| JobError::fail(format!("{}: bad payload: {err}", self.kind)))
+        parse_payload(&self.kind, &self.payload)
     }
+}
+
+/// Parses the payload `payload` of a `kind` request into `T`.
+///
+/// # Errors
+///
+/// [`JobError::invalid`] naming `kind` and what is wrong, when the payload does not fit `T`:
+/// the client's mistake, which sending it again would not mend.
+pub fn parse_payload<T: DeserializeOwned>(kind: &str, payload: &str) -> Result<T, JobError> {
+    serde_json::from_str(payload)
+        .map_err(|err| JobError::invalid(format!("{kind}: bad payload: {err}")))
+}
+
+/// Like [`parse_payload`] for a payload that must be a JSON object (or `null`, for a `T`
+/// whose fields are all optional): a JSON array is refused before serde sees it, since serde
+/// would otherwise fill a struct's fields from it by position.
+///
+/// # Errors
+///
+/// As [`parse_payload`].
+pub fn parse_object<T: DeserializeOwned>(kind: &str, payload: &str) -> Result<T, JobError> {
+    if payload.trim_start().starts_with('[') {
+        return Err(JobError::invalid(format!(
+            "{kind}: bad payload: an array, expected an object"
+        )));
+    }
+    parse_payload(kind, payload)
 }
 
 /// Why a request could not be served.
@@ -72,6 +97,11 @@ impl JobError {
             code: code.into(),
             message: message.into(),
         }
+    }
+
+    /// A final answer with code `invalid`: the request makes no sense to the jobber.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        JobError::reject("invalid", message)
     }
 
     /// The reason, whichever the verdict.
@@ -140,10 +170,23 @@ mod tests {
     }
 
     #[test]
-    fn a_payload_that_does_not_fit_is_a_final_failure() {
+    fn a_payload_that_does_not_fit_is_invalid() {
         let err = request("\"x\"").payload::<u32>().unwrap_err();
-        assert!(matches!(err, JobError::Fail(_)));
+        assert!(matches!(&err, JobError::Reject { code, .. } if code == "invalid"));
         assert!(err.reason().starts_with("t: bad payload"), "{err}");
+    }
+
+    #[test]
+    fn an_array_does_not_fill_a_struct_by_position() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Pair {
+            a: u32,
+            b: u32,
+        }
+        let err = parse_object::<Pair>("t", "[1, 2]").unwrap_err();
+        assert!(err.reason().contains("an array, expected an object"), "{err}");
+        assert!(parse_object::<Pair>("t", r#"{"a": 1, "b": 2}"#).is_ok());
     }
 
     #[test]

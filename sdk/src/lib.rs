@@ -52,5 +52,5 @@ pub mod bindings {
     });
 }
 
-pub use jobber::{JobError, Jobber, Request};
+pub use jobber::{parse_object, parse_payload, JobError, Jobber, Request};
 pub use protocol::{ErrorCode, ErrorReply};

@@ -363,7 +363,7 @@ async fn a_plugin_store_survives_a_restart_and_is_its_own() {
     let missing = ask(&mut conn, "probe.get", json!({ "key": "other" })).await;
     assert_eq!(missing["value"], Value::Null);
     let bad = conn.call("probe.acquire", 2, json!({ "wants": "x" })).await;
-    assert_eq!(code(&bad), "jobber_failed", "a bad payload is the plugin's failure: {bad}");
+    assert_eq!(code(&bad), "invalid", "a bad payload is the client's mistake: {bad}");
     host.shutdown().await.expect("clean shutdown");
 }
 

@@ -3,8 +3,7 @@
 //! Unknown fields are refused, which catches typos such as `seats` for `count`.
 
 use crate::seat::{self, MAX_SEATS_PER_ROW};
-use resman_sdk::JobError;
-use serde::de::DeserializeOwned;
+use resman_sdk::{parse_object as parse, JobError};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -140,17 +139,9 @@ pub(crate) fn show_seats(payload: &str) -> Result<String, JobError> {
 
 /// An `invalid` rejection of a `kind` request.
 fn invalid(kind: &str, message: impl Display) -> JobError {
-    JobError::reject("invalid", format!("{kind}: {message}"))
+    JobError::invalid(format!("{kind}: {message}"))
 }
 
-/// Parses `payload` as `T`. An array is refused before serde sees it, which would otherwise
-/// fill a struct's fields from it by position.
-fn parse<T: DeserializeOwned>(kind: &str, payload: &str) -> Result<T, JobError> {
-    if payload.trim_start().starts_with('[') {
-        return Err(invalid(kind, "bad payload: an array, expected an object"));
-    }
-    serde_json::from_str(payload).map_err(|err| invalid(kind, format_args!("bad payload: {err}")))
-}
 
 /// A show name is its pool's name after `show:` and scopes request ids as
 /// `show:<name>/<requestId>`, so it holds no `/` (`a/b` + `c` and `a` + `b/c` would meet).

@@ -8,8 +8,7 @@
 
 use crate::proxy;
 use resman_sdk::pool::AcquireRequest;
-use resman_sdk::JobError;
-use serde::de::DeserializeOwned;
+use resman_sdk::{parse_object as parse, JobError};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::fmt::Display;
@@ -185,17 +184,9 @@ pub(crate) fn proxy_status(payload: &str) -> Result<(), JobError> {
 
 /// An `invalid` rejection of a `kind` request.
 pub(crate) fn invalid(kind: &str, message: impl Display) -> JobError {
-    JobError::reject("invalid", format!("{kind}: {message}"))
+    JobError::invalid(format!("{kind}: {message}"))
 }
 
-/// Parses `payload` as `T`. An array is refused before serde sees it, which would otherwise
-/// fill a struct's fields from it by position.
-fn parse<T: DeserializeOwned>(kind: &str, payload: &str) -> Result<T, JobError> {
-    if payload.trim_start().starts_with('[') {
-        return Err(invalid(kind, "bad payload: an array, expected an object"));
-    }
-    serde_json::from_str(payload).map_err(|err| invalid(kind, format_args!("bad payload: {err}")))
-}
 
 fn proxy_list(kind: &str, proxies: Vec<String>) -> Result<Vec<String>, JobError> {
     if proxies.is_empty() {

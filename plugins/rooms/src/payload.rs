@@ -2,8 +2,7 @@
 //! a payload that does not fit is answered `invalid` naming the request type. Unknown fields
 //! are refused, which catches typos such as `from` for `fromMs`.
 
-use resman_sdk::JobError;
-use serde::de::DeserializeOwned;
+use resman_sdk::{parse_object as parse, JobError};
 use serde::Deserialize;
 use std::fmt::Display;
 
@@ -141,17 +140,9 @@ pub(crate) fn no_booking(id: &str) -> JobError {
 
 /// An `invalid` rejection of a `kind` request.
 fn invalid(kind: &str, message: impl Display) -> JobError {
-    JobError::reject("invalid", format!("{kind}: {message}"))
+    JobError::invalid(format!("{kind}: {message}"))
 }
 
-/// Parses `payload` as `T`. An array is refused before serde sees it, which would otherwise
-/// fill a struct's fields from it by position.
-fn parse<T: DeserializeOwned>(kind: &str, payload: &str) -> Result<T, JobError> {
-    if payload.trim_start().starts_with('[') {
-        return Err(invalid(kind, "bad payload: an array, expected an object"));
-    }
-    serde_json::from_str(payload).map_err(|err| invalid(kind, format_args!("bad payload: {err}")))
-}
 
 /// A room name is part of store keys (`room/<name>`, `slot/<name>/...`), so it holds no `/`.
 fn check_room(room: &str) -> Result<(), String> {

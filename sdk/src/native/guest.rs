@@ -383,13 +383,15 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_payload_is_a_final_failure() {
+    fn a_bad_payload_is_rejected_as_invalid() {
         let host = TestHost::default();
         let api = host.api();
         let instance = new_instance_of(&PROBE, &api);
         let (status, output) = call(&PROBE, instance, "t.ok", "{not json");
-        assert_eq!(status, Status::Fail);
-        assert!(output.starts_with("t.ok: bad payload"), "{output}");
+        assert_eq!(status, Status::Rejected);
+        let rejection: crate::native::Rejection = serde_json::from_str(&output).unwrap();
+        assert_eq!(rejection.code, "invalid");
+        assert!(rejection.message.starts_with("t.ok: bad payload"), "{output}");
         // SAFETY: made above, not used again.
         unsafe { (PROBE.drop_instance)(instance) };
     }
