@@ -49,8 +49,8 @@ pub mod shutdown;
 
 pub use config::{Config, ServeArgs};
 pub use error::Error;
-pub use pools::StoreError;
 pub use jobber::{Handler, JobError, JobResult, Request};
+pub use pools::StoreError;
 
 use coordinator::{message::Message, Coordinator};
 use server::connection::ConnLimits;

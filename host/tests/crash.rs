@@ -75,7 +75,11 @@ fn artifact(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let path = target.join("plugins/debug").join(name);
-    assert!(path.exists(), "{} is missing: run scripts/build-plugins.sh", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-plugins.sh",
+        path.display()
+    );
     path
 }
 
@@ -83,7 +87,14 @@ fn serve(dir: &Path) -> Served {
     let arg = |name: &str| dir.join(name).to_string_lossy().into_owned();
     let (plugins, data, cache) = (arg("plugins"), arg("data"), arg("cache"));
     let args = [
-        "--port", "0", "--plugins", &plugins, "--data-dir", &data, "--cache-dir", &cache,
+        "--port",
+        "0",
+        "--plugins",
+        &plugins,
+        "--data-dir",
+        &data,
+        "--cache-dir",
+        &cache,
     ];
     Served::start(dir, &args)
 }
@@ -100,13 +111,19 @@ async fn connect(served: &Served) -> Client {
 async fn until_served(client: &Client) {
     let started = Instant::now();
     while let Err(err) = client.request("proxyStatus", json!({})).await {
-        assert!(started.elapsed() < DEADLINE, "proxy-pool never served: {err}");
+        assert!(
+            started.elapsed() < DEADLINE,
+            "proxy-pool never served: {err}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
 fn lost(err: &ClientError) -> bool {
-    matches!(err, ClientError::ConnectionLost(_) | ClientError::Timeout { .. })
+    matches!(
+        err,
+        ClientError::ConnectionLost(_) | ClientError::Timeout { .. }
+    )
 }
 
 /// One client's load until the connection dies: acquire, keep [`KEEP`], release the oldest.
@@ -117,12 +134,19 @@ async fn load(
     ledger: Arc<Mutex<Ledger>>,
     grants: Arc<AtomicU64>,
 ) -> Option<InFlight> {
-    let Ok(conn) = Client::builder().timeout(DEADLINE).connect(served_addr).await else {
+    let Ok(conn) = Client::builder()
+        .timeout(DEADLINE)
+        .connect(served_addr)
+        .await
+    else {
         return None;
     };
     for n in 0.. {
         let request_id = format!("c{client}-y{cycle}-n{n}");
-        match conn.request("getProxy", json!({ "requestId": request_id })).await {
+        match conn
+            .request("getProxy", json!({ "requestId": request_id }))
+            .await
+        {
             Ok(answer) => {
                 ledger.lock().unwrap().granted(client, &answer);
                 grants.fetch_add(1, Ordering::Relaxed);
@@ -134,10 +158,15 @@ async fn load(
         let oldest = {
             let ledger = ledger.lock().unwrap();
             let held = &ledger.held[client];
-            (held.len() > KEEP).then(|| held.keys().next().cloned()).flatten()
+            (held.len() > KEEP)
+                .then(|| held.keys().next().cloned())
+                .flatten()
         };
         if let Some(lease) = oldest {
-            match conn.request("releaseProxy", json!({ "lease": lease })).await {
+            match conn
+                .request("releaseProxy", json!({ "lease": lease }))
+                .await
+            {
                 Ok(_) => {
                     ledger.lock().unwrap().held[client].remove(&lease);
                 }
@@ -153,14 +182,20 @@ async fn load(
 async fn settle(conn: &Client, client: usize, in_flight: InFlight, ledger: &Mutex<Ledger>) {
     match in_flight {
         InFlight::Acquire { request_id } => {
-            match conn.request("getProxy", json!({ "requestId": request_id })).await {
+            match conn
+                .request("getProxy", json!({ "requestId": request_id }))
+                .await
+            {
                 Ok(answer) => ledger.lock().unwrap().granted(client, &answer),
                 Err(ClientError::Server(reply)) if reply.code == ErrorCode::Unavailable => {}
                 Err(err) => panic!("repeating getProxy {request_id}: {err}"),
             }
         }
         InFlight::Release { lease } => {
-            match conn.request("releaseProxy", json!({ "lease": lease })).await {
+            match conn
+                .request("releaseProxy", json!({ "lease": lease }))
+                .await
+            {
                 Ok(_) => {}
                 Err(ClientError::Server(reply)) if reply.code == ErrorCode::NotFound => {}
                 Err(err) => panic!("repeating releaseProxy {lease}: {err}"),
@@ -194,7 +229,9 @@ fn audit(status: &Value, ledger: &Ledger) -> Vec<String> {
     }
     for lease in server_leases.keys() {
         if !believed.contains_key(lease) {
-            violations.push(format!("lease {lease} is held but no client was granted it"));
+            violations.push(format!(
+                "lease {lease} is held but no client was granted it"
+            ));
         }
     }
     let free: BTreeSet<String> = status["free"]
@@ -275,7 +312,10 @@ async fn grants_survive_sigkill_mid_load_cycle_after_cycle() {
                 settle(&conn, client, pending, &ledger).await;
             }
         }
-        let status = conn.request("proxyStatus", json!({})).await.expect("status");
+        let status = conn
+            .request("proxyStatus", json!({}))
+            .await
+            .expect("status");
         let found = audit(&status, &ledger.lock().unwrap());
         ledger.lock().unwrap().violations.extend(found);
         served = Some(host);

@@ -185,7 +185,10 @@ mod tests {
             b: u32,
         }
         let err = parse_object::<Pair>("t", "[1, 2]").unwrap_err();
-        assert!(err.reason().contains("an array, expected an object"), "{err}");
+        assert!(
+            err.reason().contains("an array, expected an object"),
+            "{err}"
+        );
         assert!(parse_object::<Pair>("t", r#"{"a": 1, "b": 2}"#).is_ok());
     }
 

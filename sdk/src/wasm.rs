@@ -32,11 +32,9 @@ pub fn handle<T: Jobber>(
         Ok(value) => Ok(value.to_string()),
         Err(JobError::Retry(reason)) => Err(bindings::JobError::Retry(reason)),
         Err(JobError::Fail(reason)) => Err(bindings::JobError::Fail(reason)),
-        Err(JobError::Reject { code, message }) => {
-            Err(bindings::JobError::Reject(
-                bindings::resman::jobber::types::Rejection { code, message },
-            ))
-        }
+        Err(JobError::Reject { code, message }) => Err(bindings::JobError::Reject(
+            bindings::resman::jobber::types::Rejection { code, message },
+        )),
     }
 }
 

@@ -61,7 +61,9 @@ async fn status(conn: &mut RawConn) -> Value {
 /// The proxies `proxyStatus` lists as free.
 async fn free(conn: &mut RawConn) -> BTreeSet<String> {
     let status = status(conn).await;
-    let free = status["free"].as_array().unwrap_or_else(|| panic!("{status}"));
+    let free = status["free"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{status}"));
     free.iter()
         .map(|p| p.as_str().expect("a proxy").to_owned())
         .collect()
@@ -100,11 +102,26 @@ async fn proxies_are_granted_once_each_and_come_back_on_release() {
         let none = ask(&mut conn, "getProxy", json!({})).await;
         assert_eq!(error_code(&none), "unavailable", "{file}: {none}");
 
-        let by_lease = ask(&mut conn, "releaseProxy", json!({ "lease": first["lease"] })).await;
+        let by_lease = ask(
+            &mut conn,
+            "releaseProxy",
+            json!({ "lease": first["lease"] }),
+        )
+        .await;
         assert_eq!(by_lease["released"], "10.0.0.1:3128", "{by_lease}");
-        let by_proxy = ask(&mut conn, "releaseProxy", json!({ "proxy": "10.0.0.2:3128" })).await;
+        let by_proxy = ask(
+            &mut conn,
+            "releaseProxy",
+            json!({ "proxy": "10.0.0.2:3128" }),
+        )
+        .await;
         assert_eq!(by_proxy["lease"], second["lease"], "{by_proxy}");
-        let again = ask(&mut conn, "releaseProxy", json!({ "lease": first["lease"] })).await;
+        let again = ask(
+            &mut conn,
+            "releaseProxy",
+            json!({ "lease": first["lease"] }),
+        )
+        .await;
         assert_eq!(error_code(&again), "not_found", "{again}");
         assert_eq!(free(&mut conn).await.len(), 2);
 
@@ -122,7 +139,12 @@ async fn grants_survive_a_restart_and_tokens_keep_growing() {
     add_proxies(&mut conn, &["a:1", "b:1", "c:1"]).await;
     let held = ask(&mut conn, "getProxy", json!({})).await;
     let other = ask(&mut conn, "getProxy", json!({})).await;
-    ask(&mut conn, "releaseProxy", json!({ "lease": other["lease"] })).await;
+    ask(
+        &mut conn,
+        "releaseProxy",
+        json!({ "lease": other["lease"] }),
+    )
+    .await;
     drop(conn);
     host.shutdown().await.expect("clean shutdown");
 
@@ -157,7 +179,12 @@ async fn a_repeated_request_id_returns_the_same_lease() {
     assert_eq!(first, again);
     assert_eq!(free(&mut conn).await, BTreeSet::from(["b:1".to_owned()]));
 
-    ask(&mut conn, "releaseProxy", json!({ "lease": first["lease"] })).await;
+    ask(
+        &mut conn,
+        "releaseProxy",
+        json!({ "lease": first["lease"] }),
+    )
+    .await;
     let late = ask(&mut conn, "getProxy", ask_once).await;
     assert_eq!(error_code(&late), "conflict", "{late}");
     host.shutdown().await.expect("clean shutdown");
@@ -173,7 +200,12 @@ async fn a_lease_expires_at_its_deadline_and_a_restart_neither_resets_nor_forget
     let short = ask(&mut conn, "getProxy", json!({ "ttlMs": 200 })).await;
     assert_eq!(short["proxy"], "short:1", "{short}");
     until_free(&mut conn, "short:1").await;
-    let released = ask(&mut conn, "releaseProxy", json!({ "lease": short["lease"] })).await;
+    let released = ask(
+        &mut conn,
+        "releaseProxy",
+        json!({ "lease": short["lease"] }),
+    )
+    .await;
     assert_eq!(error_code(&released), "not_found", "expired: {released}");
 
     let long = ask(&mut conn, "getProxy", json!({ "ttlMs": 3_600_000 })).await;
@@ -214,7 +246,12 @@ async fn a_release_on_disconnect_lease_ends_with_its_connection() {
     let mut watcher = host.raw().await;
     add_proxies(&mut watcher, &["a:1", "b:1"]).await;
     let mut client = host.raw().await;
-    let tied = ask(&mut client, "getProxy", json!({ "releaseOnDisconnect": true })).await;
+    let tied = ask(
+        &mut client,
+        "getProxy",
+        json!({ "releaseOnDisconnect": true }),
+    )
+    .await;
     let kept = ask(&mut client, "getProxy", json!({})).await;
     assert_eq!(tied["proxy"], "a:1", "{tied}");
     assert!(free(&mut watcher).await.is_empty());
@@ -265,22 +302,56 @@ async fn waiters_are_served_first_come_first_served_and_a_large_one_is_not_starv
     let mut admin = host.raw().await;
     let ids = ["r1", "r2", "r3", "r4"];
     ask(&mut admin, "probe.add", json!({ "pool": "p", "ids": ids })).await;
-    let holder = ask(&mut admin, "probe.acquire", json!({ "wants": [want("p", 3)] })).await;
+    let holder = ask(
+        &mut admin,
+        "probe.acquire",
+        json!({ "wants": [want("p", 3)] }),
+    )
+    .await;
     assert_eq!(granted_ids(&holder).len(), 3, "{holder}");
 
     // A large waiter first, then a small one: one resource is free, but it is the large
     // waiter's turn, so the small one waits behind it.
     let mut large = host.raw().await;
-    send(&mut large, "probe.acquire2", json!({ "wants": [want("p", 3)], "wait_ms": 15_000 })).await;
+    send(
+        &mut large,
+        "probe.acquire2",
+        json!({ "wants": [want("p", 3)], "wait_ms": 15_000 }),
+    )
+    .await;
     until_waiting(&mut admin, "p", 1).await;
     let mut small = host.raw().await;
-    send(&mut small, "probe.acquire3", json!({ "wants": [want("p", 1)], "wait_ms": 15_000 })).await;
+    send(
+        &mut small,
+        "probe.acquire3",
+        json!({ "wants": [want("p", 1)], "wait_ms": 15_000 }),
+    )
+    .await;
     until_waiting(&mut admin, "p", 2).await;
-    let jumper = ask(&mut admin, "probe.acquire", json!({ "wants": [want("p", 1)] })).await;
-    assert_eq!(error_code(&jumper), "unavailable", "no queue jumping: {jumper}");
-    assert_eq!(probe_status(&mut admin, "p").await["free"].as_array().map(Vec::len), Some(1));
+    let jumper = ask(
+        &mut admin,
+        "probe.acquire",
+        json!({ "wants": [want("p", 1)] }),
+    )
+    .await;
+    assert_eq!(
+        error_code(&jumper),
+        "unavailable",
+        "no queue jumping: {jumper}"
+    );
+    assert_eq!(
+        probe_status(&mut admin, "p").await["free"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
 
-    ask(&mut admin, "probe.release", json!({ "lease": holder["id"] })).await;
+    ask(
+        &mut admin,
+        "probe.release",
+        json!({ "lease": holder["id"] }),
+    )
+    .await;
     let large_lease = within(large.next()).await["resultJob"].clone();
     let small_lease = within(small.next()).await["resultJob"].clone();
     assert_eq!(granted_ids(&large_lease).len(), 3, "{large_lease}");
@@ -299,11 +370,26 @@ async fn a_waiter_leaves_the_queue_when_its_client_goes_or_its_wait_ends() {
     let setup = Setup::new(&["pool-probe.wasm"]);
     let host = setup.start().await;
     let mut admin = host.raw().await;
-    ask(&mut admin, "probe.add", json!({ "pool": "p", "ids": ["only"] })).await;
-    let holder = ask(&mut admin, "probe.acquire", json!({ "wants": [want("p", 1)] })).await;
+    ask(
+        &mut admin,
+        "probe.add",
+        json!({ "pool": "p", "ids": ["only"] }),
+    )
+    .await;
+    let holder = ask(
+        &mut admin,
+        "probe.acquire",
+        json!({ "wants": [want("p", 1)] }),
+    )
+    .await;
 
     let mut quitter = host.raw().await;
-    send(&mut quitter, "probe.acquire2", json!({ "wants": [want("p", 1)], "wait_ms": 15_000 })).await;
+    send(
+        &mut quitter,
+        "probe.acquire2",
+        json!({ "wants": [want("p", 1)], "wait_ms": 15_000 }),
+    )
+    .await;
     until_waiting(&mut admin, "p", 1).await;
     drop(quitter);
     until_waiting(&mut admin, "p", 0).await;
@@ -317,9 +403,18 @@ async fn a_waiter_leaves_the_queue_when_its_client_goes_or_its_wait_ends() {
     assert_eq!(error_code(&timed_out), "unavailable", "{timed_out}");
     assert_eq!(probe_status(&mut admin, "p").await["waiting"], 0);
 
-    ask(&mut admin, "probe.release", json!({ "lease": holder["id"] })).await;
+    ask(
+        &mut admin,
+        "probe.release",
+        json!({ "lease": holder["id"] }),
+    )
+    .await;
     let status = probe_status(&mut admin, "p").await;
-    assert_eq!(status["free"].as_array().map(Vec::len), Some(1), "nobody took it: {status}");
+    assert_eq!(
+        status["free"].as_array().map(Vec::len),
+        Some(1),
+        "nobody took it: {status}"
+    );
     host.shutdown().await.expect("clean shutdown");
 }
 
@@ -328,22 +423,56 @@ async fn a_multi_pool_acquire_takes_all_or_nothing() {
     let setup = Setup::new(&["pool-probe.wasm"]);
     let host = setup.start().await;
     let mut conn = host.raw().await;
-    ask(&mut conn, "probe.add", json!({ "pool": "rooms", "ids": ["blue", "red"] })).await;
-    ask(&mut conn, "probe.add", json!({ "pool": "projectors", "ids": ["p1"] })).await;
-    let projector = ask(&mut conn, "probe.acquire", json!({ "wants": [want("projectors", 1)] })).await;
+    ask(
+        &mut conn,
+        "probe.add",
+        json!({ "pool": "rooms", "ids": ["blue", "red"] }),
+    )
+    .await;
+    ask(
+        &mut conn,
+        "probe.add",
+        json!({ "pool": "projectors", "ids": ["p1"] }),
+    )
+    .await;
+    let projector = ask(
+        &mut conn,
+        "probe.acquire",
+        json!({ "wants": [want("projectors", 1)] }),
+    )
+    .await;
 
     let both = json!({ "wants": [want("rooms", 2), want("projectors", 1)] });
     let refused = ask(&mut conn, "probe.acquire", both.clone()).await;
     assert_eq!(error_code(&refused), "unavailable", "{refused}");
     let rooms = probe_status(&mut conn, "rooms").await;
-    assert_eq!(rooms["free"].as_array().map(Vec::len), Some(2), "nothing taken: {rooms}");
+    assert_eq!(
+        rooms["free"].as_array().map(Vec::len),
+        Some(2),
+        "nothing taken: {rooms}"
+    );
 
-    ask(&mut conn, "probe.release", json!({ "lease": projector["id"] })).await;
+    ask(
+        &mut conn,
+        "probe.release",
+        json!({ "lease": projector["id"] }),
+    )
+    .await;
     let lease = ask(&mut conn, "probe.acquire", both).await;
     assert_eq!(granted_ids(&lease), ["blue", "red", "p1"], "{lease}");
-    let zero = ask(&mut conn, "probe.acquire", json!({ "wants": [want("rooms", 0)] })).await;
+    let zero = ask(
+        &mut conn,
+        "probe.acquire",
+        json!({ "wants": [want("rooms", 0)] }),
+    )
+    .await;
     assert_eq!(error_code(&zero), "invalid", "{zero}");
-    let unknown = ask(&mut conn, "probe.acquire", json!({ "wants": [want("nowhere", 1)] })).await;
+    let unknown = ask(
+        &mut conn,
+        "probe.acquire",
+        json!({ "wants": [want("nowhere", 1)] }),
+    )
+    .await;
     assert_eq!(error_code(&unknown), "not_found", "{unknown}");
     host.shutdown().await.expect("clean shutdown");
 }
@@ -359,11 +488,18 @@ async fn a_plugin_store_survives_a_restart_and_is_its_own() {
 
     let host = setup.start().await;
     let mut conn = host.raw().await;
-    assert_eq!(ask(&mut conn, "probe.get", json!({ "key": "k" })).await["value"], "v1");
+    assert_eq!(
+        ask(&mut conn, "probe.get", json!({ "key": "k" })).await["value"],
+        "v1"
+    );
     let missing = ask(&mut conn, "probe.get", json!({ "key": "other" })).await;
     assert_eq!(missing["value"], Value::Null);
     let bad = conn.call("probe.acquire", 2, json!({ "wants": "x" })).await;
-    assert_eq!(code(&bad), "invalid", "a bad payload is the client's mistake: {bad}");
+    assert_eq!(
+        code(&bad),
+        "invalid",
+        "a bad payload is the client's mistake: {bad}"
+    );
     host.shutdown().await.expect("clean shutdown");
 }
 
@@ -373,12 +509,27 @@ async fn cinema_sells_adjacent_seats_once_and_takes_refunds() {
     let host = setup.start().await;
     let mut conn = host.raw().await;
     let show = "hamlet";
-    let added = ask(&mut conn, "addShow", json!({ "show": show, "rows": { "A": 4, "B": 4 } })).await;
+    let added = ask(
+        &mut conn,
+        "addShow",
+        json!({ "show": show, "rows": { "A": 4, "B": 4 } }),
+    )
+    .await;
     assert_eq!(added["seats"], 8, "{added}");
 
-    let pair = ask(&mut conn, "buySeats", json!({ "show": show, "count": 2, "row": "A" })).await;
+    let pair = ask(
+        &mut conn,
+        "buySeats",
+        json!({ "show": show, "count": 2, "row": "A" }),
+    )
+    .await;
     assert_eq!(pair["seats"], json!(["A-1", "A-2"]), "{pair}");
-    let single = ask(&mut conn, "buySeats", json!({ "show": show, "count": 1, "row": "A" })).await;
+    let single = ask(
+        &mut conn,
+        "buySeats",
+        json!({ "show": show, "count": 1, "row": "A" }),
+    )
+    .await;
     assert_eq!(single["seats"], json!(["A-3"]), "{single}");
     // A-4 alone is left in row A: three together only fit in row B.
     let three = ask(&mut conn, "buySeats", json!({ "show": show, "count": 3 })).await;
@@ -386,7 +537,12 @@ async fn cinema_sells_adjacent_seats_once_and_takes_refunds() {
     let none = ask(&mut conn, "buySeats", json!({ "show": show, "count": 2 })).await;
     assert_eq!(error_code(&none), "unavailable", "{none}");
 
-    let refund = ask(&mut conn, "refundSeats", json!({ "ticket": pair["ticket"] })).await;
+    let refund = ask(
+        &mut conn,
+        "refundSeats",
+        json!({ "ticket": pair["ticket"] }),
+    )
+    .await;
     assert_eq!(refund["refunded"], json!(["A-1", "A-2"]), "{refund}");
     let again = ask(&mut conn, "buySeats", json!({ "show": show, "count": 2 })).await;
     assert_eq!(again["seats"], json!(["A-1", "A-2"]), "{again}");
@@ -399,7 +555,12 @@ async fn rooms_are_booked_without_overlaps_and_bookings_survive_a_restart() {
     let setup = Setup::new(&["rooms.wasm"]);
     let host = setup.start().await;
     let mut conn = host.raw().await;
-    ask(&mut conn, "addRoom", json!({ "room": "blue", "capacity": 8 })).await;
+    ask(
+        &mut conn,
+        "addRoom",
+        json!({ "room": "blue", "capacity": 8 }),
+    )
+    .await;
     let morning = json!({ "room": "blue", "fromMs": 1_000, "toMs": 2_000, "who": "ann" });
     let booked = ask(&mut conn, "bookRoom", morning).await;
     assert_eq!(booked["room"], "blue", "{booked}");
@@ -409,7 +570,12 @@ async fn rooms_are_booked_without_overlaps_and_bookings_survive_a_restart() {
     let next = json!({ "room": "blue", "fromMs": 2_000, "toMs": 3_000 });
     let back_to_back = ask(&mut conn, "bookRoom", next).await;
     assert!(back_to_back["booking"].is_string(), "{back_to_back}");
-    let unknown = ask(&mut conn, "bookRoom", json!({ "room": "red", "fromMs": 1, "toMs": 2 })).await;
+    let unknown = ask(
+        &mut conn,
+        "bookRoom",
+        json!({ "room": "red", "fromMs": 1, "toMs": 2 }),
+    )
+    .await;
     assert_eq!(error_code(&unknown), "not_found", "{unknown}");
     drop(conn);
     host.shutdown().await.expect("clean shutdown");
@@ -417,11 +583,23 @@ async fn rooms_are_booked_without_overlaps_and_bookings_survive_a_restart() {
     let host = setup.start().await;
     let mut conn = host.raw().await;
     let schedule = ask(&mut conn, "roomSchedule", json!({ "room": "blue" })).await;
-    assert_eq!(schedule["bookings"].as_array().map(Vec::len), Some(2), "{schedule}");
-    let cancelled = ask(&mut conn, "cancelBooking", json!({ "booking": booked["booking"] })).await;
+    assert_eq!(
+        schedule["bookings"].as_array().map(Vec::len),
+        Some(2),
+        "{schedule}"
+    );
+    let cancelled = ask(
+        &mut conn,
+        "cancelBooking",
+        json!({ "booking": booked["booking"] }),
+    )
+    .await;
     assert_eq!(cancelled["cancelled"], booked["booking"], "{cancelled}");
     let now_free = ask(&mut conn, "bookRoom", overlap).await;
     assert!(now_free["booking"].is_string(), "{now_free}");
-    assert_ne!(now_free["booking"], booked["booking"], "booking ids are never reused");
+    assert_ne!(
+        now_free["booking"], booked["booking"],
+        "booking ids are never reused"
+    );
     host.shutdown().await.expect("clean shutdown");
 }

@@ -46,7 +46,10 @@ enum Outcome {
     DoneJson(String),
     Refused(JobError),
     /// A plugin's error answer with a code of its own.
-    Rejected { code: String, message: String },
+    Rejected {
+        code: String,
+        message: String,
+    },
     TimedOut,
     Crashed(String),
 }
@@ -186,7 +189,9 @@ fn answer(demand: &Demand, outcome: Outcome, timeout: Duration) {
             } else {
                 fail(
                     demand,
-                    &format!("jobber rejected the request with a malformed code {code:?}: {message}"),
+                    &format!(
+                        "jobber rejected the request with a malformed code {code:?}: {message}"
+                    ),
                 );
             }
         }

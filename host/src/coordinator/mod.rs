@@ -115,7 +115,10 @@ impl Coordinator {
         // The last answers may still wait for their commit: flush it before the connections
         // are told to finish.
         let pools = Arc::clone(&self.shared.pools);
-        if tokio::task::spawn_blocking(move || pools.close()).await.is_err() {
+        if tokio::task::spawn_blocking(move || pools.close())
+            .await
+            .is_err()
+        {
             tracing::error!("closing the pools panicked");
         }
         drained.cancel();

@@ -15,8 +15,8 @@ use super::{
 };
 use libloading::Library;
 use resman_sdk::native::{
-    call_status, Bytes, EntryFn, HostApiV1, OwnedBytes, PluginV1, Rejection, RequestV1, SinkFn, Status,
-    ABI_VERSION, ENTRY_SYMBOL,
+    call_status, Bytes, EntryFn, HostApiV1, OwnedBytes, PluginV1, Rejection, RequestV1, SinkFn,
+    Status, ABI_VERSION, ENTRY_SYMBOL,
 };
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};

@@ -19,9 +19,7 @@ fn outside_a_call() -> PoolError {
 }
 
 /// Runs `op` on the current call's pools and records the seq it returns.
-fn pooled<T>(
-    op: impl FnOnce(&Call) -> Result<(T, u64), PoolError>,
-) -> Result<T, PoolError> {
+fn pooled<T>(op: impl FnOnce(&Call) -> Result<(T, u64), PoolError>) -> Result<T, PoolError> {
     context::with(|call| {
         let (value, seq) = op(call)?;
         call.seq = call.seq.max(seq);
@@ -72,9 +70,7 @@ pub(crate) fn status(pool: &str) -> Result<StatusView, PoolError> {
 }
 
 /// Runs `op` on the current call's pools and the plugin's namespace.
-fn stored<T>(
-    op: impl FnOnce(&Call) -> Result<(T, u64), String>,
-) -> Result<T, String> {
+fn stored<T>(op: impl FnOnce(&Call) -> Result<(T, u64), String>) -> Result<T, String> {
     context::with(|call| {
         let (value, seq) = op(call)?;
         call.seq = call.seq.max(seq);
@@ -151,9 +147,9 @@ pub(crate) fn call_json(op: &str, args: &[u8]) -> JsonAnswer {
             parse(op, args)
                 .map(|a: sdk::args::ByResource| answer(release_resource(&a.pool, &a.id))),
         ),
-        "pools.renew" => pool_op(
-            parse(op, args).map(|a: sdk::args::Renew| answer(renew(&a.lease, a.ttl_ms))),
-        ),
+        "pools.renew" => {
+            pool_op(parse(op, args).map(|a: sdk::args::Renew| answer(renew(&a.lease, a.ttl_ms))))
+        }
         "pools.get-lease" => {
             pool_op(parse(op, args).map(|a: sdk::args::ByLease| answer(lease(&a.lease))))
         }
@@ -163,15 +159,16 @@ pub(crate) fn call_json(op: &str, args: &[u8]) -> JsonAnswer {
         "store.get" => store_op(
             parse(op, args).map(|a: store::args::Key| answer::<_, String>(Ok(store_get(&a.key)))),
         ),
-        "store.set" => store_op(
-            parse(op, args).map(|a: store::args::Set| answer(store_set(&a.key, &a.value))),
-        ),
+        "store.set" => {
+            store_op(parse(op, args).map(|a: store::args::Set| answer(store_set(&a.key, &a.value))))
+        }
         "store.delete" => {
             store_op(parse(op, args).map(|a: store::args::Key| answer(store_delete(&a.key))))
         }
-        "store.keys" => store_op(parse(op, args).map(|a: store::args::Prefix| {
-            answer::<_, String>(Ok(store_keys(&a.prefix)))
-        })),
+        "store.keys" => store_op(
+            parse(op, args)
+                .map(|a: store::args::Prefix| answer::<_, String>(Ok(store_keys(&a.prefix)))),
+        ),
         other => answer::<(), _>(Err(PoolError::Invalid(format!(
             "the host has no operation {other:?}"
         )))),

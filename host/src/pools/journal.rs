@@ -192,12 +192,13 @@ impl Folder {
             let path = self.journal_path(number);
             let bytes = fs::read(&path).map_err(io_error(&path))?;
             let last = written.is_none_or(|written| index >= written);
-            let read = replay(&bytes, last, &mut state, &mut seq)
-                .map_err(|(offset, reason)| StoreError::Corrupt {
+            let read = replay(&bytes, last, &mut state, &mut seq).map_err(|(offset, reason)| {
+                StoreError::Corrupt {
                     path: path.clone(),
                     offset,
                     reason,
-                })?;
+                }
+            })?;
             replayed += read.records;
             torn_bytes += read.torn_bytes;
         }

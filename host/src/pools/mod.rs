@@ -297,9 +297,8 @@ impl Pools {
         let result = match answered.recv_timeout(wait) {
             Ok(result) => result,
             Err(_) => {
-                let cancelled = self.run(|state, now, log, woken| {
-                    Ok(state.cancel_waiter(id, now, log, woken))
-                });
+                let cancelled =
+                    self.run(|state, now, log, woken| Ok(state.cancel_waiter(id, now, log, woken)));
                 let mut inner = self.lock();
                 inner.waiters.remove(&id);
                 drop(inner);
@@ -358,7 +357,9 @@ impl Pools {
                 .kv_set(ns, key, value, log)
                 .map_err(PoolError::Invalid)
         });
-        stored.map(|((), seq)| seq).map_err(|err| err.message().to_owned())
+        stored
+            .map(|((), seq)| seq)
+            .map_err(|err| err.message().to_owned())
     }
 
     pub(crate) fn kv_delete(&self, ns: &str, key: &str) -> Result<(bool, u64), String> {

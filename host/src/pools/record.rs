@@ -105,7 +105,10 @@ mod tests {
             resources: vec![("a".into(), Data::parse(r#"{"x": [1, 2]}"#).unwrap())],
         };
         let text = serde_json::to_string(&record).unwrap();
-        assert_eq!(text, r#"{"add":{"pool":"p","resources":[["a",{"x": [1, 2]}]]}}"#);
+        assert_eq!(
+            text,
+            r#"{"add":{"pool":"p","resources":[["a",{"x": [1, 2]}]]}}"#
+        );
         assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), record);
     }
 

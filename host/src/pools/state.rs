@@ -146,7 +146,10 @@ impl State {
     /// Applies `record` and appends it to `log`: how every operation changes the state.
     fn commit(&mut self, record: Record, log: &mut Vec<Record>) {
         let applied = self.apply(&record);
-        debug_assert!(applied.is_ok(), "a live operation made a bad record: {applied:?}");
+        debug_assert!(
+            applied.is_ok(),
+            "a live operation made a bad record: {applied:?}"
+        );
         log.push(record);
     }
 
@@ -676,10 +679,9 @@ impl State {
         log: &mut Vec<Record>,
         woken: &mut Vec<Woken>,
     ) -> Result<LeaseView, PoolError> {
-        let resource =
-            self.pool(pool)?.resources.get(id).ok_or_else(|| {
-                PoolError::UnknownResource(format!("pool {pool} has no resource {id}"))
-            })?;
+        let resource = self.pool(pool)?.resources.get(id).ok_or_else(|| {
+            PoolError::UnknownResource(format!("pool {pool} has no resource {id}"))
+        })?;
         let lease = resource.held_by.ok_or_else(|| {
             PoolError::UnknownLease(format!("resource {id} of pool {pool} is not held"))
         })?;
@@ -859,7 +861,10 @@ impl State {
         log: &mut Vec<Record>,
     ) -> Result<(), String> {
         if key.len() > MAX_NAME_BYTES {
-            return Err(format!("key is {} bytes, more than {MAX_NAME_BYTES}", key.len()));
+            return Err(format!(
+                "key is {} bytes, more than {MAX_NAME_BYTES}",
+                key.len()
+            ));
         }
         if value.len() > MAX_VALUE_BYTES {
             return Err(format!(
@@ -977,7 +982,9 @@ impl State {
         }
         for (request_id, lease) in snapshot.ended_requests {
             if state.leases.contains_key(&lease) {
-                return Err(format!("ended request {request_id} names live lease {lease}"));
+                return Err(format!(
+                    "ended request {request_id} names live lease {lease}"
+                ));
             }
             state.requests.insert(request_id.clone(), lease);
             state.ended_requests.push_back(request_id);
@@ -998,9 +1005,10 @@ impl State {
             }
             for (id, resource) in &pool.resources {
                 if let Some(lease) = resource.held_by {
-                    let holds = self.leases.get(&lease).is_some_and(|l| {
-                        l.resources.contains(&(name.clone(), id.clone()))
-                    });
+                    let holds = self
+                        .leases
+                        .get(&lease)
+                        .is_some_and(|l| l.resources.contains(&(name.clone(), id.clone())));
                     if !holds {
                         return Err(format!("{name}/{id} held by lease {lease} not holding it"));
                     }
@@ -1013,7 +1021,9 @@ impl State {
             for (pool, rid) in &lease.resources {
                 let held_by = self.pools[pool].resources[rid].held_by;
                 if held_by != Some(*id) {
-                    return Err(format!("lease {id} lists {pool}/{rid}, held by {held_by:?}"));
+                    return Err(format!(
+                        "lease {id} lists {pool}/{rid}, held by {held_by:?}"
+                    ));
                 }
             }
             if lease.token >= self.next_token || *id >= self.next_lease {

@@ -90,4 +90,3 @@ impl Drop for Served {
         let _ = self.child.wait();
     }
 }
-

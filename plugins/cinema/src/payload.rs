@@ -142,7 +142,6 @@ fn invalid(kind: &str, message: impl Display) -> JobError {
     JobError::invalid(format!("{kind}: {message}"))
 }
 
-
 /// A show name is its pool's name after `show:` and scopes request ids as
 /// `show:<name>/<requestId>`, so it holds no `/` (`a/b` + `c` and `a` + `b/c` would meet).
 fn check_show(show: &str) -> Result<(), String> {

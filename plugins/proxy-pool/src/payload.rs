@@ -187,7 +187,6 @@ pub(crate) fn invalid(kind: &str, message: impl Display) -> JobError {
     JobError::invalid(format!("{kind}: {message}"))
 }
 
-
 fn proxy_list(kind: &str, proxies: Vec<String>) -> Result<Vec<String>, JobError> {
     if proxies.is_empty() {
         return Err(invalid(kind, "proxies is empty"));

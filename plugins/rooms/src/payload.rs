@@ -143,7 +143,6 @@ fn invalid(kind: &str, message: impl Display) -> JobError {
     JobError::invalid(format!("{kind}: {message}"))
 }
 
-
 /// A room name is part of store keys (`room/<name>`, `slot/<name>/...`), so it holds no `/`.
 fn check_room(room: &str) -> Result<(), String> {
     if room.is_empty() || room.len() > MAX_ROOM_BYTES {

@@ -391,7 +391,10 @@ mod tests {
         assert_eq!(status, Status::Rejected);
         let rejection: crate::native::Rejection = serde_json::from_str(&output).unwrap();
         assert_eq!(rejection.code, "invalid");
-        assert!(rejection.message.starts_with("t.ok: bad payload"), "{output}");
+        assert!(
+            rejection.message.starts_with("t.ok: bad payload"),
+            "{output}"
+        );
         // SAFETY: made above, not used again.
         unsafe { (PROBE.drop_instance)(instance) };
     }
@@ -445,7 +448,10 @@ mod tests {
         );
         // Not a pool error's JSON shape: reported as a garbled answer, not a panic.
         let err = crate::pool::release("7").unwrap_err();
-        assert!(err.message().contains("pools.release {'lease':'7'}"), "{err}");
+        assert!(
+            err.message().contains("pools.release {'lease':'7'}"),
+            "{err}"
+        );
     }
 
     #[test]

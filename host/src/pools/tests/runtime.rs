@@ -1,0 +1,82 @@
+//! [`Pools`] with its threads and a data folder.
+
+use super::*;
+use std::time::{Duration, Instant};
+
+fn deadline() -> Instant {
+    Instant::now() + Duration::from_secs(20)
+}
+
+/// Polls `condition` until it holds; fails after ten seconds.
+fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < give_up, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn resources(ids: &[&str]) -> Vec<(String, String)> {
+    ids.iter()
+        .map(|id| (id.to_string(), format!("{{\"id\":\"{id}\"}}")))
+        .collect()
+}
+
+#[test]
+fn leases_survive_a_reopen_and_tokens_keep_growing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pools = Pools::open(dir.path()).unwrap();
+    assert_eq!(pools.add("p", resources(&["r0", "r1"])).unwrap().0, 2);
+    let (lease, seq) = pools
+        .acquire(7, AcquireRequest::count("p", 1), deadline())
+        .unwrap();
+    eventually("the grant is durable", || {
+        pools.durability().is_durable(seq)
+    });
+    assert!(matches!(
+        Pools::open(dir.path()),
+        Err(StoreError::Locked(_))
+    ));
+    pools.close();
+    drop(pools);
+
+    let pools = Pools::open(dir.path()).unwrap();
+    let (held, _) = pools.lease(lease.id).unwrap();
+    assert_eq!(held, lease, "same resources, token and holder");
+    assert_eq!(held.grants[0].data.as_str(), r#"{"id":"r0"}"#);
+    let (next, _) = pools
+        .acquire(8, AcquireRequest::count("p", 1), deadline())
+        .unwrap();
+    assert_eq!(grants(&next), ["p/r1"]);
+    assert!(next.token > lease.token && next.id > lease.id);
+    pools.close();
+}
+
+#[test]
+fn a_waiting_acquire_is_woken_by_a_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let pools = Pools::open(dir.path()).unwrap();
+    pools.add("p", resources(&["r0"])).unwrap();
+    let (held, _) = pools
+        .acquire(1, AcquireRequest::count("p", 1), deadline())
+        .unwrap();
+    let waiter = {
+        let pools = pools.clone();
+        let request = AcquireRequest::count("p", 1).wait_ms(15_000);
+        std::thread::spawn(move || pools.acquire(2, request, deadline()))
+    };
+    eventually("the acquire waits", || {
+        pools.status("p").unwrap().0.waiting == 1
+    });
+    pools.release(held.id).unwrap();
+    let (granted, seq) = waiter.join().unwrap().unwrap();
+    assert_eq!(
+        (grants(&granted), granted.holder),
+        (vec!["p/r0".to_owned()], 2)
+    );
+    assert!(granted.token > held.token);
+    eventually("the grant is durable", || {
+        pools.durability().is_durable(seq)
+    });
+    pools.close();
+}
