@@ -14,11 +14,17 @@
 //! - `snapshot.json`: the whole state at some `seq`, and the first journal to replay after
 //!   it; replaced atomically (write, fsync, rename, fsync the folder).
 //!
+//! Each commit (one batch of frames, one fdatasync) starts with a marker frame (seq 0), so
+//! recovery can tell a torn last batch from damage to a synced one: batches are synced one
+//! after another, so a bad frame with a valid marker somewhere after it was in a synced batch.
+//!
 //! Recovery loads the snapshot and replays the journals from the one it names, in order,
-//! requiring consecutive seqs. The last journal may end in a torn record (the host died
-//! mid-write): it is dropped, because its batch was never synced and so never answered. A
-//! bad record anywhere else, a gap, or a record that does not fit the state is corruption and
-//! stops the start with an error naming the file and offset: never a silent reset.
+//! requiring consecutive seqs. The last batch of the last journal may be torn (the host or
+//! the machine died mid-write, and a disk may have kept any part of the write): from its first
+//! bad frame on it is dropped, because that batch was never synced and so never answered. A
+//! bad frame with a later batch after it, a gap, or a record that does not fit the state is
+//! corruption and stops the start with an error naming the file and offset: never a silent
+//! reset.
 
 use super::record::Record;
 use super::state::{Snapshot, State};
@@ -287,10 +293,27 @@ pub(crate) struct Journal {
 impl Journal {
     /// Appends encoded frames and makes them durable: one write, one fdatasync.
     pub(crate) fn commit(&mut self, frames: &[u8]) -> Result<(), StoreError> {
-        self.make_room(frames.len() as u64)?;
-        self.file.write_all(frames).map_err(io_error(&self.path))?;
+        let marker = marker_frame();
+        let bytes = (marker.len() + frames.len()) as u64;
+        self.make_room(bytes)?;
+        let write = |file: &mut File| {
+            file.write_all(&marker)?;
+            file.write_all(frames)?;
+            file.sync_data()
+        };
+        write(&mut self.file).map_err(io_error(&self.path))?;
+        self.len += bytes;
+        Ok(())
+    }
+
+    /// Writes `bytes` as they are (frames with their markers), for tests that build files
+    /// frame by frame.
+    #[cfg(test)]
+    pub(crate) fn write_raw(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.make_room(bytes.len() as u64)?;
+        self.file.write_all(bytes).map_err(io_error(&self.path))?;
         self.file.sync_data().map_err(io_error(&self.path))?;
-        self.len += frames.len() as u64;
+        self.len += bytes.len() as u64;
         Ok(())
     }
 
@@ -317,6 +340,33 @@ impl Journal {
         self.allocated = target;
         Ok(())
     }
+}
+
+/// The payload of the marker frame that starts every commit.
+const MARKER: &[u8] = b"commit";
+
+/// The marker frame that starts every commit: seq 0, payload [`MARKER`].
+pub(crate) fn marker_frame() -> Vec<u8> {
+    let mut frame = Vec::with_capacity(HEADER_BYTES + MARKER.len());
+    frame.extend_from_slice(&(MARKER.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&[0; 4]);
+    frame.extend_from_slice(&0u64.to_le_bytes());
+    frame.extend_from_slice(MARKER);
+    let crc = crc32fast::hash(&frame[8..]);
+    frame[4..8].copy_from_slice(&crc.to_le_bytes());
+    frame
+}
+
+/// Whether `bytes` hold a valid marker frame anywhere: a commit that started after them.
+fn holds_marker(bytes: &[u8]) -> bool {
+    let size = HEADER_BYTES + MARKER.len();
+    (0..bytes.len().saturating_sub(size - 1)).any(|at| {
+        let frame = &bytes[at..at + size];
+        frame[0..4] == (MARKER.len() as u32).to_le_bytes()
+            && frame[8..16] == [0; 8]
+            && frame[HEADER_BYTES..] == *MARKER
+            && crc32fast::hash(&frame[8..]).to_le_bytes() == frame[4..8]
+    })
 }
 
 /// Appends `record`'s frame with `seq` to `out`.
@@ -357,8 +407,10 @@ fn replay(
     let mut records = 0;
     while offset < bytes.len() {
         let rest = &bytes[offset..];
-        let torn = |reason: &str| -> Result<Replayed, (u64, String)> {
-            if last {
+        // A frame that does not read back: the torn end of the last batch, unless a later
+        // batch follows it (then it was synced, and damaged since).
+        let bad = |reason: &str| -> Result<Replayed, (u64, String)> {
+            if last && !holds_marker(&rest[1..]) {
                 // Count the bytes of the torn write, not the zeros after it.
                 let written = rest.iter().rposition(|&b| b != 0).map_or(0, |at| at + 1);
                 Ok(Replayed {
@@ -370,7 +422,7 @@ fn replay(
             }
         };
         if rest.len() < HEADER_BYTES {
-            return torn("a frame header is cut short");
+            return bad("a frame header is cut short");
         }
         let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
@@ -379,21 +431,21 @@ fn replay(
             break;
         }
         if len > MAX_RECORD_BYTES {
-            return Err((offset as u64, format!("a frame claims {len} bytes")));
+            return bad(&format!("a frame claims {len} bytes"));
         }
         let end = HEADER_BYTES + len;
         if rest.len() < end {
-            return torn("a frame is cut short");
+            return bad("a frame is cut short");
         }
         if crc32fast::hash(&rest[8..end]) != crc {
-            // A bad checksum on the last frame (only zeros after it) is a write the crash
-            // interrupted; anywhere else the file was damaged after it was written.
-            if rest[end..].iter().all(|&b| b == 0) {
-                return torn("the last frame's checksum does not match");
-            }
-            return Err((offset as u64, "checksum mismatch".into()));
+            return bad("checksum mismatch");
         }
         let record_seq = u64::from_le_bytes(rest[8..16].try_into().expect("8 bytes"));
+        if record_seq == 0 {
+            // A commit's marker.
+            offset += end;
+            continue;
+        }
         if record_seq <= *seq {
             // Already in the snapshot (a crash between snapshot and journal removal).
             offset += end;

@@ -25,10 +25,12 @@ fn workload() -> (State, Vec<Record>) {
     (t.state, t.log)
 }
 
-/// Frames for `records` numbered from `first_seq`, and where each frame starts.
+/// Frames for `records` numbered from `first_seq`, each committed on its own (after a commit
+/// marker), and where each record's frame starts.
 fn frames(records: &[Record], first_seq: u64) -> (Vec<u8>, Vec<usize>) {
     let (mut bytes, mut starts) = (Vec::new(), Vec::new());
     for (seq, record) in (first_seq..).zip(records) {
+        bytes.extend_from_slice(&journal::marker_frame());
         starts.push(bytes.len());
         journal::encode(seq, record, &mut bytes);
     }
@@ -45,7 +47,7 @@ fn replayed(records: &[Record]) -> State {
 
 fn write_journal(folder: &Folder, number: u64, bytes: &[u8]) {
     let mut journal = folder.create_journal(number).unwrap();
-    journal.commit(bytes).unwrap();
+    journal.write_raw(bytes).unwrap();
     assert_eq!(journal.len, bytes.len() as u64);
 }
 
@@ -208,9 +210,39 @@ fn a_torn_tail_followed_only_by_an_empty_journal_is_dropped() {
 #[test]
 fn a_record_that_does_not_fit_the_state_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
-    let (folder, _, _) = folder_with(dir.path(), &[Record::Release { lease: 42 }]);
+    let (folder, _, starts) = folder_with(dir.path(), &[Record::Release { lease: 42 }]);
     let (path, offset) = corrupt_at(folder.recover().unwrap_err());
-    assert_eq!((path, offset), (journal_path(&folder, 0), 0));
+    assert_eq!((path, offset), (journal_path(&folder, 0), starts[0] as u64));
+}
+
+#[test]
+fn a_torn_write_that_kept_a_later_part_of_its_batch_is_dropped() {
+    // One commit of three records; the disk kept the marker, the first frame and the
+    // last, but not the middle one (a power cut mid-write may keep any part).
+    let dir = tempfile::tempdir().unwrap();
+    let (_, records) = workload();
+    let folder = Folder::open(dir.path()).unwrap();
+    let mut bytes = journal::marker_frame();
+    let mut starts = Vec::new();
+    for (seq, record) in (1..).zip(&records[..3]) {
+        starts.push(bytes.len());
+        journal::encode(seq, record, &mut bytes);
+    }
+    bytes[starts[1]..starts[2]].fill(0);
+    write_journal(&folder, 0, &bytes);
+    let recovered = folder.recover().unwrap();
+    assert_eq!(
+        recovered.seq, 1,
+        "the first record is kept, the rest of the batch dropped"
+    );
+    assert!(recovered.torn_bytes > 0);
+
+    // The same damage with a later commit after it was synced before that commit: corrupt.
+    let (later, _) = frames(&records[3..4], 4);
+    bytes.extend_from_slice(&later);
+    fs::write(journal_path(&folder, 0), &bytes).unwrap();
+    let (_, offset) = corrupt_at(folder.recover().unwrap_err());
+    assert_eq!(offset, starts[1] as u64);
 }
 
 #[test]
