@@ -21,6 +21,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "plugins (wasm32-wasip2 components and native libraries)"
 ./scripts/build-plugins.sh debug
+./scripts/build-guest-langs.sh debug
 
 step "test"
 cargo test --workspace --locked

@@ -2,7 +2,9 @@
 
 mod client;
 mod coordinator;
+mod languages;
 mod plugins;
+mod pools;
 mod protocol;
 mod shutdown;
 mod support;
