@@ -71,4 +71,4 @@ PY
 cold=$(landing 48103 counter.wasm "$work/cache")
 warm=$(rm -rf "$work/land-48104"; landing 48104 counter.wasm "$work/cache")
 native_land=$(landing 48105 counter.so "$work/cache2")
-echo "landing -> served: wasm cold ${cold} ms, wasm cached ${warm} ms, native ${native_land} ms (debounce included)"
+echo "landing -> served: wasm cold ${cold} ms, wasm cached ${warm} ms, native ${native_land} ms (renamed into the folder)"

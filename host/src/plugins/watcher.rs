@@ -3,13 +3,17 @@
 //! slow compile never stalls requests; a file that fails to load is logged and leaves what was
 //! serving untouched.
 //!
-//! The debounce lets a file that is still being written settle before it is read; writing a
-//! plugin elsewhere and renaming it into the folder is atomic and always safe.
+//! The debounce lets a file that is still being written settle before it is read. A file
+//! renamed into place is complete the moment it appears (a rename is atomic), so renames are
+//! also watched without the debounce and loaded at once: that is the fast, safe way to deploy
+//! (write beside the folder or under a hidden name, then rename). The debounced event for the
+//! same file follows and finds its hash unchanged.
 
 use super::loader::Loader;
 use super::{LoadError, PluginKind};
 use crate::coordinator::message::{Message, PluginEvent};
-use notify::RecursiveMode;
+use notify::event::{ModifyKind, RenameMode};
+use notify::{Event, EventKind, RecursiveMode, Watcher as _};
 use notify_debouncer_full::{new_debouncer, DebounceEventResult, DebouncedEvent};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -26,6 +30,8 @@ pub(crate) struct Watcher {
         notify::RecommendedWatcher,
         notify_debouncer_full::RecommendedCache,
     >,
+    /// Sees renames into the folder as they happen.
+    _renames: notify::RecommendedWatcher,
 }
 
 /// What the watcher remembers between events.
@@ -77,11 +83,22 @@ pub(crate) fn start(
     debouncer
         .watch(dir, RecursiveMode::NonRecursive)
         .map_err(|err| io_error("cannot watch", std::io::Error::other(err)))?;
+    let handler = state.clone();
+    let mut renames = notify::recommended_watcher(move |result: notify::Result<Event>| {
+        if let Ok(event) = result {
+            handler.renamed(&event);
+        }
+    })
+    .map_err(|err| io_error("cannot start watching", std::io::Error::other(err)))?;
+    renames
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(|err| io_error("cannot watch", std::io::Error::other(err)))?;
     let entries = std::fs::read_dir(dir).map_err(|err| io_error("cannot read the folder", err))?;
     let files: BTreeSet<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     files.iter().for_each(|path| state.reconcile(path));
     Ok(Watcher {
         _debouncer: debouncer,
+        _renames: renames,
     })
 }
 
@@ -93,6 +110,18 @@ impl State {
             .flat_map(|event| &event.paths)
             .collect();
         paths.into_iter().for_each(|path| self.reconcile(path));
+    }
+
+    /// A file renamed into the folder is whole: reconcile it now, without the debounce.
+    fn renamed(&self, event: &Event) {
+        let to = match event.kind {
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)) => event.paths.first(),
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => event.paths.get(1),
+            _ => None,
+        };
+        if let Some(path) = to {
+            self.reconcile(path);
+        }
     }
 
     /// Brings the coordinator in line with what `path` is now: loaded, reloaded or removed.
