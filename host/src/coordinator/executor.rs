@@ -10,7 +10,7 @@ use super::message::{Demand, Message};
 use super::route::{lock, Jobber, Pending, PluginLane};
 use crate::jobber::{Handler, JobError, Request};
 use crate::plugins::{CallOutcome, PluginRequest};
-use crate::pools::context::{self, Call};
+use crate::pools::context;
 use crate::pools::Pools;
 use futures_util::FutureExt;
 use resman_sdk::protocol::ErrorCode;
@@ -80,18 +80,13 @@ pub(crate) fn spawn(batch: Batch, shared: Arc<Shared>, done: UnboundedSender<Mes
         Jobber::Plugin(lane) => {
             tokio::task::spawn_blocking(move || {
                 let mut run = Run::new(&batch, &shared);
+                let call = context::enter(Arc::clone(&shared.pools), Arc::clone(&lane.namespace));
                 while let Some(demand) = run.next() {
-                    let call = context::enter(Call {
-                        pools: Arc::clone(&shared.pools),
-                        client: demand.peer.id,
-                        namespace: Arc::clone(&lane.namespace),
-                        deadline: Instant::now() + run.limits.timeout,
-                        seq: 0,
-                    });
+                    call.begin(demand.peer.id, Instant::now() + run.limits.timeout);
                     let outcome = call_plugin(&lane, &demand.request, run.limits.timeout);
-                    let seq = call.finish();
-                    run.settle(demand, outcome, seq);
+                    run.settle(demand, outcome, call.seq());
                 }
+                drop(call);
                 run.report(batch, &done);
             });
         }

@@ -223,7 +223,7 @@ pub(crate) fn now_ms() -> u64 {
 /// a request to call them with.
 #[cfg(test)]
 pub(crate) mod test_support {
-    use super::{CallOutcome, Instance, PluginRequest};
+    use super::{CallOutcome, Instance, LoadedPlugin, PluginKind, PluginRequest};
     use std::path::{Path, PathBuf};
     use std::time::Duration;
 
@@ -254,5 +254,20 @@ pub(crate) mod test_support {
             payload: r#"{"n":1}"#,
         };
         instance.call(&request, Duration::from_secs(5))
+    }
+
+    /// Asserts that a loaded counter plugin of `kind` serves `cntResponse`, counting per
+    /// instance: 0, 1, 2 on one instance, 0 again on a fresh one.
+    pub(crate) fn assert_counts_per_instance(plugin: &LoadedPlugin, kind: PluginKind) {
+        assert_eq!(plugin.types, ["cntResponse"]);
+        assert_eq!(plugin.kind, kind);
+        let mut first = plugin.factory.instantiate().unwrap();
+        for n in 0..3 {
+            let expected = CallOutcome::Done(format!(r#"{{"cnt":{n}}}"#));
+            assert_eq!(call(first.as_mut(), "cntResponse", 1), expected);
+        }
+        let mut second = plugin.factory.instantiate().unwrap();
+        let expected = CallOutcome::Done(r#"{"cnt":0}"#.into());
+        assert_eq!(call(second.as_mut(), "cntResponse", 1), expected);
     }
 }

@@ -390,16 +390,7 @@ mod tests {
         };
         let shadow = tempfile::tempdir().unwrap();
         let plugin = load(&path, shadow.path()).unwrap();
-        assert_eq!(plugin.types, ["cntResponse"]);
-        assert_eq!(plugin.kind, PluginKind::Native);
-        let mut first = plugin.factory.instantiate().unwrap();
-        for n in 0..3 {
-            let expected = CallOutcome::Done(format!(r#"{{"cnt":{n}}}"#));
-            assert_eq!(call(first.as_mut(), "cntResponse"), expected);
-        }
-        let mut second = plugin.factory.instantiate().unwrap();
-        let expected = CallOutcome::Done(r#"{"cnt":0}"#.into());
-        assert_eq!(call(second.as_mut(), "cntResponse"), expected);
+        test_support::assert_counts_per_instance(&plugin, PluginKind::Native);
     }
 
     #[test]

@@ -14,18 +14,25 @@ use resman_sdk::store;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-fn outside_a_call() -> PoolError {
-    PoolError::Storage("the host API is only available while the host is calling the jobber".into())
-}
+const OUTSIDE_A_CALL: &str = "the host API is only available while the host is calling the jobber";
 
-/// Runs `op` on the current call's pools and records the seq it returns.
-fn pooled<T>(op: impl FnOnce(&Call) -> Result<(T, u64), PoolError>) -> Result<T, PoolError> {
+/// Runs `op` on the current call and records the seq it returns; outside a call, the error
+/// `E` makes of [`OUTSIDE_A_CALL`].
+fn in_call<T, E>(op: impl FnOnce(&Call) -> Result<(T, u64), E>) -> Result<T, E>
+where
+    E: From<String>,
+{
     context::with(|call| {
         let (value, seq) = op(call)?;
         call.seq = call.seq.max(seq);
         Ok(value)
     })
-    .unwrap_or_else(|| Err(outside_a_call()))
+    .unwrap_or_else(|| Err(E::from(OUTSIDE_A_CALL.to_owned())))
+}
+
+/// A pool operation in the current call (outside one: a storage error).
+fn pooled<T>(op: impl FnOnce(&Call) -> Result<(T, u64), PoolError>) -> Result<T, PoolError> {
+    in_call(op)
 }
 
 fn lease_id(text: &str) -> Result<LeaseId, PoolError> {
@@ -69,14 +76,9 @@ pub(crate) fn status(pool: &str) -> Result<StatusView, PoolError> {
     pooled(|call| call.pools.status(pool))
 }
 
-/// Runs `op` on the current call's pools and the plugin's namespace.
+/// A store operation in the current call, on the plugin's namespace.
 fn stored<T>(op: impl FnOnce(&Call) -> Result<(T, u64), String>) -> Result<T, String> {
-    context::with(|call| {
-        let (value, seq) = op(call)?;
-        call.seq = call.seq.max(seq);
-        Ok(value)
-    })
-    .unwrap_or_else(|| Err(outside_a_call().message().to_owned()))
+    in_call(op)
 }
 
 pub(crate) fn store_get(key: &str) -> Option<String> {

@@ -1,5 +1,6 @@
 //! The request a plugin call serves, as the host API sees it. The executor enters a [`Call`]
-//! on its thread around each plugin call; the host functions (WASM imports and the native
+//! on its thread for a batch of its lane and [`Scope::begin`]s each request in it; the host
+//! functions (WASM imports and the native
 //! table's `call`) run on that same thread, synchronously, and find here whose request it is
 //! (the lease holder, the store namespace, the deadline a waiting acquire must respect) and
 //! record the journal seq the answer must wait for.
@@ -26,13 +27,22 @@ thread_local! {
     static CURRENT: RefCell<Option<Call>> = const { RefCell::new(None) };
 }
 
-/// The call entered on this thread; leaving it ([`Scope::finish`] or drop) clears it.
+/// The call entered on this thread; dropping it clears it.
 pub(crate) struct Scope(());
 
 impl Scope {
-    /// Leaves the call; the journal seq its answer must wait for.
-    pub(crate) fn finish(self) -> u64 {
-        CURRENT.with_borrow_mut(|current| current.take().map_or(0, |call| call.seq))
+    /// Starts serving `client`'s request, due by `deadline`.
+    pub(crate) fn begin(&self, client: u64, deadline: Instant) {
+        with(|call| {
+            call.client = client;
+            call.deadline = deadline;
+            call.seq = 0;
+        });
+    }
+
+    /// The journal seq the request begun last must wait for before its answer leaves.
+    pub(crate) fn seq(&self) -> u64 {
+        with(|call| call.seq).unwrap_or(0)
     }
 }
 
@@ -42,8 +52,15 @@ impl Drop for Scope {
     }
 }
 
-/// Enters `call` on this thread.
-pub(crate) fn enter(call: Call) -> Scope {
+/// Enters calls of the plugin whose store namespace is `namespace` on this thread.
+pub(crate) fn enter(pools: Arc<Pools>, namespace: Arc<str>) -> Scope {
+    let call = Call {
+        pools,
+        client: 0,
+        namespace,
+        deadline: Instant::now(),
+        seq: 0,
+    };
     CURRENT.with_borrow_mut(|current| *current = Some(call));
     Scope(())
 }

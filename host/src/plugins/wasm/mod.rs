@@ -486,7 +486,7 @@ mod tests {
     use super::*;
     use std::sync::OnceLock;
 
-    use super::super::test_support::plugin_file;
+    use super::super::test_support::{assert_counts_per_instance, plugin_file};
 
     /// One runtime for the tests that need no cache, capped small enough for `alloc`.
     fn runtime() -> &'static WasmRuntime {
@@ -521,17 +521,8 @@ mod tests {
             return;
         };
         let plugin = runtime().load(&path).unwrap();
-        assert_eq!(plugin.types, ["cntResponse"]);
-        assert_eq!(plugin.kind, PluginKind::Wasm);
         assert_eq!(plugin.hash.len(), 64);
-        let mut first = plugin.factory.instantiate().unwrap();
-        for n in 0..3 {
-            let expected = CallOutcome::Done(format!(r#"{{"cnt":{n}}}"#));
-            assert_eq!(call(first.as_mut(), "cntResponse"), expected);
-        }
-        let mut second = plugin.factory.instantiate().unwrap();
-        let expected = CallOutcome::Done(r#"{"cnt":0}"#.into());
-        assert_eq!(call(second.as_mut(), "cntResponse"), expected);
+        assert_counts_per_instance(&plugin, PluginKind::Wasm);
     }
 
     #[test]
