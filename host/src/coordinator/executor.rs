@@ -3,11 +3,12 @@
 //! Answers go straight to the clients; only the "batch done" (with any retries) goes back to
 //! the coordinator, so a batch crosses to the coordinator once, not once per request.
 //!
-//! In-process jobbers run as a tokio task; plugin jobbers, whose calls are synchronous, run
-//! on a blocking thread, one thread hop per batch.
+//! In-process jobbers and WASM plugins run as a tokio task (a WASM guest yields to the
+//! runtime at every epoch tick); native plugins, whose calls block, run on a blocking
+//! thread, one thread hop per batch.
 
 use super::message::{Demand, Message};
-use super::route::{lock, Jobber, Pending, PluginLane};
+use super::route::{call_wasm, lock, Jobber, Pending, PluginLane};
 use crate::jobber::{Handler, JobError, Request};
 use crate::plugins::{CallOutcome, PluginRequest};
 use crate::pools::context;
@@ -74,6 +75,27 @@ pub(crate) fn spawn(batch: Batch, shared: Arc<Shared>, done: UnboundedSender<Mes
                             .await;
                     run.settle(demand, outcome, 0);
                 }
+                run.report(batch, &done);
+            });
+        }
+        Jobber::Plugin(lane) if lane.plugin.factory.wasm().is_some() => {
+            tokio::spawn(async move {
+                let wasm = lane.plugin.factory.wasm().expect("a WASM lane");
+                let mut run = Run::new(&batch, &shared);
+                let mut call =
+                    context::Kept::new(Arc::clone(&shared.pools), Arc::clone(&lane.namespace));
+                let mut instance = lane.take();
+                while let Some(demand) = run.next() {
+                    call.begin(demand.peer.id, Instant::now() + run.limits.timeout);
+                    let request = &demand.request;
+                    let query_index = request.query_index.to_string();
+                    let plugin_request = plugin_request(request, &query_index);
+                    let called =
+                        call_wasm(wasm, &mut instance, &plugin_request, run.limits.timeout);
+                    let outcome = outcome(context::within(&mut call, called).await);
+                    run.settle(demand, outcome, call.seq());
+                }
+                lane.keep(instance);
                 run.report(batch, &done);
             });
         }
@@ -245,14 +267,23 @@ async fn call_async(handler: &dyn Handler, request: Request, timeout: Duration) 
 /// Calls a plugin's jobber on the lane's instance and reads its answer.
 fn call_plugin(lane: &PluginLane, request: &Request, timeout: Duration) -> Outcome {
     let query_index = request.query_index.to_string();
-    let call = PluginRequest {
+    outcome(lane.call(&plugin_request(request, &query_index), timeout))
+}
+
+/// `request` as a plugin receives it.
+fn plugin_request<'a>(request: &'a Request, query_index: &'a str) -> PluginRequest<'a> {
+    PluginRequest {
         kind: &request.kind,
-        query_index: &query_index,
+        query_index,
         client_id: request.client_id,
         attempt: request.attempt,
         payload: request.payload.as_deref().map_or("null", |raw| raw.get()),
-    };
-    match lane.call(&call, timeout) {
+    }
+}
+
+/// How a plugin call ended, as the executor answers it.
+fn outcome(called: CallOutcome) -> Outcome {
+    match called {
         CallOutcome::Done(json) => Outcome::DoneJson(json),
         CallOutcome::Retry(reason) => Outcome::Refused(JobError::Retry(reason)),
         CallOutcome::Fail(reason) => Outcome::Refused(JobError::Fail(reason)),

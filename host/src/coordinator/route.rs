@@ -4,6 +4,7 @@
 
 use super::message::Demand;
 use crate::jobber::Handler;
+use crate::plugins::wasm::{WasmFactory, WasmInstance};
 use crate::plugins::{CallOutcome, Instance, LoadedPlugin, PluginRequest};
 use crate::queue::Lane;
 use std::collections::VecDeque;
@@ -51,6 +52,8 @@ pub(crate) struct PluginLane {
     pub(crate) namespace: Arc<str>,
     /// Only the lane's executor uses it, one call at a time; the lock is never contended.
     instance: Mutex<Option<Box<dyn Instance>>>,
+    /// A WASM lane's instance, between its batches: each batch's task takes it for its run.
+    wasm_instance: Mutex<Option<WasmInstance>>,
 }
 
 impl PluginLane {
@@ -63,16 +66,24 @@ impl PluginLane {
             plugin,
             namespace: namespace.into(),
             instance: Mutex::new(None),
+            wasm_instance: Mutex::new(None),
         }
+    }
+
+    /// The WASM lane's instance, for a batch's task to call ([`call_wasm`]) and then
+    /// [`keep`](Self::keep) for the next batch.
+    pub(crate) fn take(&self) -> Option<WasmInstance> {
+        lock_slot(&self.wasm_instance).take()
+    }
+
+    pub(crate) fn keep(&self, instance: Option<WasmInstance>) {
+        *lock_slot(&self.wasm_instance) = instance;
     }
 
     /// Calls the lane's instance, making one first if there is none, and throws it away if
     /// the call left it unusable.
     pub(crate) fn call(&self, request: &PluginRequest<'_>, deadline: Duration) -> CallOutcome {
-        let mut slot = self
-            .instance
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = lock_slot(&self.instance);
         if slot.is_none() {
             match self.plugin.factory.instantiate() {
                 Ok(instance) => *slot = Some(instance),
@@ -86,6 +97,33 @@ impl PluginLane {
         }
         outcome
     }
+}
+
+/// Calls a WASM lane's instance (`slot`), making one first if there is none, and throws it
+/// away if the call left it unusable.
+pub(crate) async fn call_wasm(
+    factory: &WasmFactory,
+    slot: &mut Option<WasmInstance>,
+    request: &PluginRequest<'_>,
+    deadline: Duration,
+) -> CallOutcome {
+    let instance = match slot {
+        Some(instance) => instance,
+        None => match factory.instantiate_async().await {
+            Ok(instance) => slot.insert(instance),
+            Err(err) => return CallOutcome::Crashed(err.to_string()),
+        },
+    };
+    let outcome = instance.call_async(request, deadline).await;
+    if outcome.poisons_instance() {
+        *slot = None;
+    }
+    outcome
+}
+
+fn lock_slot<T>(slot: &Mutex<T>) -> MutexGuard<'_, T> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A request type's jobber and queue.

@@ -94,6 +94,12 @@ pub(crate) trait InstanceFactory: Send + Sync {
     ///
     /// [`LoadError`] when the plugin cannot be instantiated (its start traps, say).
     fn instantiate(&self) -> Result<Box<dyn Instance>, LoadError>;
+
+    /// The WASM factory, whose instances lanes call as tasks; `None` for a native plugin,
+    /// whose calls block and so run on a blocking thread.
+    fn wasm(&self) -> Option<&wasm::WasmFactory> {
+        None
+    }
 }
 
 /// A plugin file that loaded: what it serves and how to run it.

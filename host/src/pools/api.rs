@@ -13,6 +13,7 @@ use resman_sdk::pool::{self as sdk, AcquireRequest, PoolError};
 use resman_sdk::store;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::sync::Arc;
 
 const OUTSIDE_A_CALL: &str = "the host API is only available while the host is calling the jobber";
 
@@ -51,6 +52,17 @@ pub(crate) fn remove(pool: &str, ids: &[String], force: bool) -> Result<u32, Poo
 
 pub(crate) fn acquire(request: AcquireRequest) -> Result<LeaseView, PoolError> {
     pooled(|call| call.pools.acquire(call.client, request, call.deadline))
+}
+
+/// [`acquire`] for a call lent to a task's poll ([`context::within`]): a wait yields.
+pub(crate) async fn acquire_async(request: AcquireRequest) -> Result<LeaseView, PoolError> {
+    let entered = context::with(|call| (Arc::clone(&call.pools), call.client, call.deadline));
+    let Some((pools, client, deadline)) = entered else {
+        return Err(PoolError::from(OUTSIDE_A_CALL.to_owned()));
+    };
+    let (lease, seq) = pools.acquire_async(client, request, deadline).await?;
+    context::with(|call| call.seq = call.seq.max(seq));
+    Ok(lease)
 }
 
 pub(crate) fn release(lease: &str) -> Result<LeaseView, PoolError> {

@@ -5,8 +5,15 @@
 //! wait for that: the executor hands the answer here with its seq and moves on to the next
 //! request, and the committer releases every answer its sync covered. That is what lets one
 //! fsync cover a whole batch of grants (group commit) without slowing the lane down.
+//!
+//! Released answers run on a task of the server's runtime when one is [`deliver`]ing, not on
+//! the committer thread: an answer wakes its connection's writer, and a wake from inside the
+//! runtime is a queue push where one from a foreign thread is a futex call per connection.
+//!
+//! [`deliver`]: Durability::deliver
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+use tokio::sync::{mpsc, oneshot};
 
 /// An answer waiting for its seq to be durable; called with `Err` (a reason) if the store
 /// failed instead.
@@ -16,6 +23,16 @@ pub(crate) type Held = Box<dyn FnOnce(Result<(), String>) + Send>;
 #[derive(Default)]
 pub(crate) struct Durability {
     gate: Mutex<Gate>,
+    /// The task that runs released answers, once the server started it.
+    courier: OnceLock<mpsc::UnboundedSender<Parcel>>,
+}
+
+/// What the courier task is handed.
+enum Parcel {
+    /// Answers to run, with how their store ended.
+    Answers(Vec<Held>, Result<(), String>),
+    /// Acknowledged once every parcel sent before it ran.
+    Flush(oneshot::Sender<()>),
 }
 
 #[derive(Default)]
@@ -49,18 +66,16 @@ impl Durability {
 
     /// Everything up to `seq` is on disk: releases the answers that waited for it.
     pub(crate) fn publish(&self, seq: u64) {
-        let due = {
+        let due: Vec<Held> = {
             let mut gate = self.lock();
             gate.durable = gate.durable.max(seq);
             let durable = gate.durable;
             let (due, held): (Vec<_>, Vec<_>) =
                 gate.held.drain(..).partition(|(at, _)| *at <= durable);
             gate.held = held;
-            due
+            due.into_iter().map(|(_, answer)| answer).collect()
         };
-        for (_, answer) in due {
-            answer(Ok(()));
-        }
+        self.release(due, Ok(()));
     }
 
     /// The store failed: every waiting and later answer gets `reason` instead.
@@ -70,8 +85,52 @@ impl Durability {
             gate.failed = Some(reason.clone());
             std::mem::take(&mut gate.held)
         };
-        for (_, answer) in held {
-            answer(Err(reason.clone()));
+        let held = held.into_iter().map(|(_, answer)| answer).collect();
+        self.release(held, Err(reason));
+    }
+
+    /// From now on, released answers run on a task spawned on the current tokio runtime.
+    /// Call [`flushed`](Self::flushed) before telling connections to finish.
+    pub(crate) fn deliver(&self) {
+        let (parcels, mut inbox) = mpsc::unbounded_channel();
+        if self.courier.set(parcels).is_err() {
+            return;
+        }
+        tokio::spawn(async move {
+            while let Some(parcel) = inbox.recv().await {
+                match parcel {
+                    Parcel::Answers(answers, stored) => run(answers, &stored),
+                    Parcel::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+    }
+
+    /// Waits until every answer released so far has run.
+    pub(crate) async fn flushed(&self) {
+        let Some(courier) = self.courier.get() else {
+            return;
+        };
+        let (done, ran) = oneshot::channel();
+        if courier.send(Parcel::Flush(done)).is_ok() {
+            let _ = ran.await;
+        }
+    }
+
+    fn release(&self, answers: Vec<Held>, stored: Result<(), String>) {
+        if answers.is_empty() {
+            return;
+        }
+        let Some(courier) = self.courier.get() else {
+            return run(answers, &stored);
+        };
+        if let Err(mpsc::error::SendError(Parcel::Answers(answers, stored))) =
+            courier.send(Parcel::Answers(answers, stored))
+        {
+            // The runtime is gone: answer here rather than never.
+            run(answers, &stored);
         }
     }
 
@@ -79,6 +138,12 @@ impl Durability {
         self.gate
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn run(answers: Vec<Held>, stored: &Result<(), String>) {
+    for answer in answers {
+        answer(stored.clone());
     }
 }
 

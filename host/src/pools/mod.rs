@@ -40,6 +40,7 @@ use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 use view::{LeaseView, StatusView};
 
 /// How much of a call's deadline a waiting acquire leaves for the jobber to answer.
@@ -69,7 +70,7 @@ struct Inner {
     /// Scratch: the waiters the operation under way answered.
     woken: Vec<Woken>,
     /// Where each waiting acquire's answer goes.
-    waiters: HashMap<WaiterId, SyncSender<Result<LeaseView, PoolError>>>,
+    waiters: HashMap<WaiterId, Answer>,
     /// Set when the journal could not be written: every later operation is refused.
     failed: Option<String>,
     stopping: bool,
@@ -208,8 +209,7 @@ impl Pools {
         let Inner { woken, waiters, .. } = inner;
         for (id, result) in woken.drain(..) {
             if let Some(answer) = waiters.remove(&id) {
-                // The waiter's channel has room for its one answer.
-                let _ = answer.try_send(result);
+                answer.send(result);
             }
         }
         let after = inner.state.next_expiry();
@@ -249,14 +249,60 @@ impl Pools {
         self.run(|state, now, log, woken| state.remove(pool, ids, force, now, log, woken))
     }
 
-    /// Acquires for `client`; blocks while it waits, never past `deadline` less a margin for
-    /// the jobber to answer.
+    /// Acquires for `client`; blocks the thread while it waits, never past `deadline` less a
+    /// margin for the jobber to answer. For callers on a blocking thread (native plugins).
     pub(crate) fn acquire(
+        &self,
+        client: u64,
+        request: AcquireRequest,
+        deadline: Instant,
+    ) -> Result<(LeaseView, u64), PoolError> {
+        let (id, wait, answered) = match self.begin_acquire(client, request, deadline, || {
+            let (answer, answered) = mpsc::sync_channel(1);
+            (Answer::Blocking(answer), answered)
+        })? {
+            Begun::Granted(lease, seq) => return Ok((lease, seq)),
+            Begun::Waiting { id, wait, answered } => (id, wait, answered),
+        };
+        let result = match answered.recv_timeout(wait) {
+            Ok(result) => result,
+            Err(_) => self.give_up(id, wait, || answered.try_recv().ok()),
+        };
+        self.seen(result)
+    }
+
+    /// [`acquire`](Self::acquire) for callers on the runtime (WASM plugins): waiting yields
+    /// the thread instead of blocking it.
+    pub(crate) async fn acquire_async(
+        &self,
+        client: u64,
+        request: AcquireRequest,
+        deadline: Instant,
+    ) -> Result<(LeaseView, u64), PoolError> {
+        let (id, wait, mut answered) =
+            match self.begin_acquire(client, request, deadline, || {
+                let (answer, answered) = oneshot::channel();
+                (Answer::Task(answer), answered)
+            })? {
+                Begun::Granted(lease, seq) => return Ok((lease, seq)),
+                Begun::Waiting { id, wait, answered } => (id, wait, answered),
+            };
+        let result = match tokio::time::timeout(wait, &mut answered).await {
+            Ok(Ok(result)) => result,
+            _ => self.give_up(id, wait, || answered.try_recv().ok()),
+        };
+        self.seen(result)
+    }
+
+    /// The first half of an acquire: granted at once, or queued as a waiter whose answer
+    /// goes to the channel `channel` makes.
+    fn begin_acquire<Rx>(
         &self,
         client: u64,
         mut request: AcquireRequest,
         deadline: Instant,
-    ) -> Result<(LeaseView, u64), PoolError> {
+        channel: impl FnOnce() -> (Answer, Rx),
+    ) -> Result<Begun<Rx>, PoolError> {
         if let Some(wait) = request.wait_ms {
             let left = deadline
                 .saturating_duration_since(Instant::now())
@@ -264,55 +310,59 @@ impl Pools {
             request.wait_ms = Some(wait.min(left.as_millis() as u64));
         }
         let wait = Duration::from_millis(request.wait_ms.unwrap_or(0));
-        let (id, answered) = {
-            let mut inner = self.lock();
-            if let Some(reason) = &inner.failed {
-                return Err(PoolError::Storage(reason.clone()));
+        let mut inner = self.lock();
+        if let Some(reason) = &inner.failed {
+            return Err(PoolError::Storage(reason.clone()));
+        }
+        let before = inner.state.next_expiry();
+        let Inner {
+            state,
+            log,
+            waiters,
+            ..
+        } = &mut *inner;
+        let acquired = state.acquire(client, request, crate::plugins::now_ms(), log);
+        // The answer channel is registered under the same lock that queued the waiter, so no
+        // release can serve it before there is somewhere to send the grant.
+        let answered = match &acquired {
+            Ok(Acquired::Waiting(id)) => {
+                let (answer, answered) = channel();
+                waiters.insert(*id, answer);
+                Some(answered)
             }
-            let before = inner.state.next_expiry();
-            let Inner {
-                state,
-                log,
-                waiters,
-                ..
-            } = &mut *inner;
-            let acquired = state.acquire(client, request, crate::plugins::now_ms(), log);
-            // The answer channel is registered under the same lock that queued the waiter,
-            // so no release can serve it before there is somewhere to send the grant.
-            let answered = match &acquired {
-                Ok(Acquired::Waiting(id)) => {
-                    let (answer, answered) = mpsc::sync_channel(1);
-                    waiters.insert(*id, answer);
-                    Some(answered)
-                }
-                _ => None,
-            };
-            self.settle(&mut inner, before);
-            match (acquired?, answered) {
-                (Acquired::Waiting(id), Some(answered)) => (id, answered),
-                (Acquired::Granted(lease), _) => return Ok((lease, inner.seq)),
-                (Acquired::Waiting(_), None) => unreachable!("a waiter has a channel"),
-            }
+            _ => None,
         };
-        let result = match answered.recv_timeout(wait) {
-            Ok(result) => result,
-            Err(_) => {
-                let cancelled =
-                    self.run(|state, now, log, woken| Ok(state.cancel_waiter(id, now, log, woken)));
-                let mut inner = self.lock();
-                inner.waiters.remove(&id);
-                drop(inner);
-                match cancelled {
-                    Ok((true, _)) => Err(PoolError::Unavailable(format!(
-                        "not enough resources were freed within {} ms",
-                        wait.as_millis()
-                    ))),
-                    _ => answered.try_recv().unwrap_or_else(|_| {
-                        Err(PoolError::Unavailable("the wait ended unanswered".into()))
-                    }),
-                }
-            }
-        };
+        self.settle(&mut inner, before);
+        match (acquired?, answered) {
+            (Acquired::Waiting(id), Some(answered)) => Ok(Begun::Waiting { id, wait, answered }),
+            (Acquired::Granted(lease), _) => Ok(Begun::Granted(lease, inner.seq)),
+            (Acquired::Waiting(_), None) => unreachable!("a waiter has a channel"),
+        }
+    }
+
+    /// A wait ran out: leaves the queue, unless a grant came first (`late` reads it).
+    fn give_up(
+        &self,
+        id: WaiterId,
+        wait: Duration,
+        late: impl FnOnce() -> Option<Result<LeaseView, PoolError>>,
+    ) -> Result<LeaseView, PoolError> {
+        let cancelled =
+            self.run(|state, now, log, woken| Ok(state.cancel_waiter(id, now, log, woken)));
+        self.lock().waiters.remove(&id);
+        match cancelled {
+            Ok((true, _)) => Err(PoolError::Unavailable(format!(
+                "not enough resources were freed within {} ms",
+                wait.as_millis()
+            ))),
+            _ => late()
+                .unwrap_or_else(|| Err(PoolError::Unavailable("the wait ended unanswered".into()))),
+        }
+    }
+
+    /// A waiter's result with the seq its answer must wait for: the grant was journaled
+    /// by whichever operation served it, at or before the current seq.
+    fn seen(&self, result: Result<LeaseView, PoolError>) -> Result<(LeaseView, u64), PoolError> {
         let seq = self.lock().seq;
         result.map(|lease| (lease, seq))
     }
@@ -476,6 +526,35 @@ impl Pools {
         self.lock().failed = Some(reason.clone());
         self.durability.fail(reason);
     }
+}
+
+/// Where a waiting acquire's grant (or why it ended) goes.
+enum Answer {
+    /// To a thread blocked in [`Pools::acquire`].
+    Blocking(SyncSender<Result<LeaseView, PoolError>>),
+    /// To a task awaiting in [`Pools::acquire_async`].
+    Task(oneshot::Sender<Result<LeaseView, PoolError>>),
+}
+
+impl Answer {
+    fn send(self, result: Result<LeaseView, PoolError>) {
+        // A waiter that already gave up has dropped its end; its grant was cancelled.
+        match self {
+            // The channel has room for its one answer.
+            Answer::Blocking(answer) => drop(answer.try_send(result)),
+            Answer::Task(answer) => drop(answer.send(result)),
+        }
+    }
+}
+
+/// How an acquire began.
+enum Begun<Rx> {
+    Granted(LeaseView, u64),
+    Waiting {
+        id: WaiterId,
+        wait: Duration,
+        answered: Rx,
+    },
 }
 
 impl std::fmt::Debug for Pools {

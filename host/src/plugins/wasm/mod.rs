@@ -8,16 +8,21 @@
 //!
 //! Sandbox: no preopened folders, environment, network or inherited stdio; linear memory is
 //! capped per store; every call runs under an epoch deadline. The deadline interrupts guest
-//! code only: a guest blocked in a host call (a WASI sleep, say) is not interrupted.
+//! code only: a guest waiting in a host call (a WASI sleep, say) is interrupted once it is
+//! back in its own code.
 //!
-//! Calls block the calling thread, and WASI's sync bindings enter a tokio runtime: run them
-//! on a blocking thread (`spawn_blocking`), never on an async worker. Reading the compiled
-//! cache is the host's one `unsafe` outside `native.rs`: wasmtime cannot verify an artifact,
-//! so the cache folder must hold only what this host wrote.
+//! Calls are async (wasmtime runs the guest on a fiber): a lane's batch runs as a task on the
+//! server's runtime, the guest yields to the runtime at every epoch tick, and a waiting
+//! acquire awaits instead of blocking. So a WASM call costs no thread hop, its answer wakes
+//! the connection from inside the runtime, and a guest that spins holds a worker for at most
+//! one tick at a time. Loading and the tests drive calls to completion with [`block_on`].
+//! Reading the compiled cache is the host's one `unsafe` outside `native.rs`: wasmtime cannot
+//! verify an artifact, so the cache folder must hold only what this host wrote.
 
 use super::{
     CallOutcome, Instance, InstanceFactory, LoadError, LoadedPlugin, PluginKind, PluginRequest,
 };
+use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -25,11 +30,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 mod bindings {
-    wasmtime::component::bindgen!({ path: "../sdk/wit", world: "jobber" });
+    wasmtime::component::bindgen!({
+        path: "../sdk/wit",
+        world: "jobber",
+        imports: { "resman:jobber/pools.acquire": async },
+        exports: { default: async },
+    });
 }
 
 mod pools_api;
@@ -206,7 +216,7 @@ impl WasmRuntime {
     }
 }
 
-/// Cranelift, components, epochs. Instances use on-demand allocation, not the pooling
+/// Cranelift, components, async calls, epochs. Instances use on-demand allocation, not the pooling
 /// allocator: each lane keeps its instance for many calls, so faster instantiation would buy
 /// little, and pooling needs fixed totals (instances, memories) decided up front.
 fn engine_config() -> Config {
@@ -218,10 +228,10 @@ fn engine_config() -> Config {
     config
 }
 
-/// The linker every component is instantiated with: WASI p2 (sync) and the `host` interface.
+/// The linker every component is instantiated with: WASI p2 (async) and the host's interfaces.
 fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     Jobber::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| state)?;
     Ok(linker)
 }
@@ -249,13 +259,6 @@ fn file_name(path: &Path) -> Arc<str> {
         .into()
 }
 
-/// Epoch ticks for `deadline`, rounded up: the guest is interrupted within one tick of it.
-fn ticks(deadline: Duration) -> u64 {
-    let ticks = deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1);
-    // Far beyond any real deadline, and far from overflowing the engine's epoch counter.
-    u64::try_from(ticks).unwrap_or(u64::MAX).min(u64::MAX / 2)
-}
-
 /// What a trap says, without the wasm backtrace.
 fn describe(err: &wasmtime::Error) -> String {
     match err.downcast_ref::<Trap>() {
@@ -273,6 +276,8 @@ struct StoreState {
     file: Arc<str>,
     /// The request type being served, for its log lines (empty while loading).
     kind: String,
+    /// When the call under way must end; checked at every epoch tick.
+    deadline: Instant,
 }
 
 impl WasiView for StoreState {
@@ -344,7 +349,7 @@ impl ResourceLimiter for MemoryCap {
 }
 
 /// Makes instances of one loaded component.
-struct WasmFactory {
+pub(crate) struct WasmFactory {
     path: PathBuf,
     file: Arc<str>,
     /// Linked and type-checked once at load.
@@ -355,7 +360,18 @@ struct WasmFactory {
 }
 
 impl WasmFactory {
-    fn instance(&self) -> wasmtime::Result<WasmInstance> {
+    /// A fresh instance, for a lane's task.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError`] naming the file when the component's start traps or runs too long.
+    pub(crate) async fn instantiate_async(&self) -> Result<WasmInstance, LoadError> {
+        self.instance()
+            .await
+            .map_err(|err| self.invalid(format!("cannot instantiate: {}", describe(&err))))
+    }
+
+    async fn instance(&self) -> wasmtime::Result<WasmInstance> {
         let wasi = WasiCtx::builder()
             .allow_tcp(false)
             .allow_udp(false)
@@ -370,25 +386,38 @@ impl WasmFactory {
             },
             file: Arc::clone(&self.file),
             kind: String::new(),
+            deadline: Instant::now() + SETUP_DEADLINE,
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.cap);
-        store.set_epoch_deadline(ticks(SETUP_DEADLINE));
-        let jobber = self.pre.instantiate(&mut store)?;
+        store.epoch_deadline_callback(|store| {
+            if Instant::now() >= store.data().deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                // Let the worker serve others; resume at the next tick's check.
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
+            }
+        });
+        store.set_epoch_deadline(1);
+        let jobber = self.pre.instantiate_async(&mut store).await?;
         Ok(WasmInstance { store, jobber })
     }
 
     /// Calls `handles` once, on an instance made for the purpose.
     fn declared_types(&self) -> Result<Vec<String>, LoadError> {
-        let mut instance = self
-            .instance()
-            .map_err(|err| self.invalid(format!("cannot instantiate: {}", describe(&err))))?;
-        instance.store.set_epoch_deadline(ticks(SETUP_DEADLINE));
-        let store = &mut instance.store;
-        instance.jobber.call_handles(store).map_err(|err| {
-            self.invalid(match err.downcast_ref::<Trap>() {
-                Some(Trap::Interrupt) => format!("`handles` ran past {SETUP_DEADLINE:?}"),
-                _ => format!("`handles` trapped: {}", describe(&err)),
+        block_on(async {
+            let mut instance = self.instantiate_async().await?;
+            instance.store.data_mut().deadline = Instant::now() + SETUP_DEADLINE;
+            instance.store.set_epoch_deadline(1);
+            let store = &mut instance.store;
+            instance.jobber.call_handles(store).await.map_err(|err| {
+                self.invalid(match err.downcast_ref::<Trap>() {
+                    Some(Trap::Interrupt) => format!("`handles` ran past {SETUP_DEADLINE:?}"),
+                    _ => format!("`handles` trapped: {}", describe(&err)),
+                })
             })
         })
     }
@@ -403,26 +432,34 @@ impl WasmFactory {
 
 impl InstanceFactory for WasmFactory {
     fn instantiate(&self) -> Result<Box<dyn Instance>, LoadError> {
-        match self.instance() {
-            Ok(instance) => Ok(Box::new(instance)),
-            Err(err) => Err(self.invalid(format!("cannot instantiate: {}", describe(&err)))),
-        }
+        let instance = block_on(self.instantiate_async())?;
+        Ok(Box::new(instance))
+    }
+
+    fn wasm(&self) -> Option<&WasmFactory> {
+        Some(self)
     }
 }
 
 /// One live component instance in its own store. After a call that trapped (deadline and
 /// memory cap included) it must not be called again: the caller throws it away, as
 /// [`CallOutcome::poisons_instance`] says.
-struct WasmInstance {
+pub(crate) struct WasmInstance {
     store: Store<StoreState>,
     jobber: Jobber,
 }
 
-impl Instance for WasmInstance {
-    fn call(&mut self, request: &PluginRequest<'_>, deadline: Duration) -> CallOutcome {
+impl WasmInstance {
+    /// Serves one request within `deadline`; the guest yields to the runtime at every tick.
+    pub(crate) async fn call_async(
+        &mut self,
+        request: &PluginRequest<'_>,
+        deadline: Duration,
+    ) -> CallOutcome {
         let state = self.store.data_mut();
         state.kind.clear();
         state.kind.push_str(request.kind);
+        state.deadline = Instant::now() + deadline;
         let request = Request {
             kind: request.kind.to_owned(),
             query_index: request.query_index.to_owned(),
@@ -430,8 +467,8 @@ impl Instance for WasmInstance {
             attempt: request.attempt,
             payload: request.payload.to_owned(),
         };
-        self.store.set_epoch_deadline(ticks(deadline));
-        match self.jobber.call_handle(&mut self.store, &request) {
+        self.store.set_epoch_deadline(1);
+        match self.jobber.call_handle(&mut self.store, &request).await {
             Ok(Ok(json)) => CallOutcome::Done(json),
             Ok(Err(JobError::Retry(reason))) => CallOutcome::Retry(reason),
             Ok(Err(JobError::Fail(reason))) => CallOutcome::Fail(reason),
@@ -445,6 +482,25 @@ impl Instance for WasmInstance {
             Err(err) => CallOutcome::Crashed(describe(&err)),
         }
     }
+}
+
+impl Instance for WasmInstance {
+    fn call(&mut self, request: &PluginRequest<'_>, deadline: Duration) -> CallOutcome {
+        block_on(self.call_async(request, deadline))
+    }
+}
+
+/// Drives a WASM future to completion on this thread: for loading and tests, which run
+/// outside the runtime's workers (on the runtime's blocking threads or threads of their own).
+fn block_on<F: Future>(future: F) -> F::Output {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        return runtime.block_on(future);
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime can be built")
+        .block_on(future)
 }
 
 /// The thread that advances the engine's epoch every [`EPOCH_TICK`]; stopped and joined on
@@ -676,13 +732,5 @@ mod tests {
             runtime.load(&path).unwrap().from_cache,
             "the artifact was rewritten"
         );
-    }
-
-    #[test]
-    fn deadlines_round_up_to_whole_ticks() {
-        assert_eq!(ticks(Duration::ZERO), 1);
-        assert_eq!(ticks(EPOCH_TICK), 1);
-        assert_eq!(ticks(EPOCH_TICK + Duration::from_nanos(1)), 2);
-        assert_eq!(ticks(Duration::MAX), u64::MAX / 2);
     }
 }

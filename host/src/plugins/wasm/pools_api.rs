@@ -80,7 +80,7 @@ impl wit::Host for StoreState {
         api::remove(&pool, &ids, force).map_err(error)
     }
 
-    fn acquire(&mut self, request: wit::AcquireRequest) -> Answer<wit::Lease> {
+    async fn acquire(&mut self, request: wit::AcquireRequest) -> Answer<wit::Lease> {
         let request = AcquireRequest {
             wants: request
                 .wants
@@ -96,7 +96,7 @@ impl wit::Host for StoreState {
             request_id: request.request_id,
             release_on_disconnect: request.release_on_disconnect,
         };
-        api::acquire(request).map(lease).map_err(error)
+        api::acquire_async(request).await.map(lease).map_err(error)
     }
 
     fn release(&mut self, id: String) -> Answer<wit::Lease> {
