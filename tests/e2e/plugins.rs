@@ -179,6 +179,40 @@ async fn misbehaving_wasm_guests_answer_errors_and_the_host_serves_on() {
         .contains("5 attempts"));
 }
 
+/// The host runs here on the test's one-thread runtime, and WASM calls run as tasks on it: a
+/// spinning guest must yield at every epoch tick, or nothing else could be served until its
+/// deadline.
+#[tokio::test]
+async fn a_spinning_wasm_guest_holds_its_lane_but_not_the_thread() {
+    let dir = PluginDir::new();
+    dir.drop_in("misbehave.wasm", "misbehave.wasm");
+    let config = resman::Config {
+        jobber_timeout: Duration::from_secs(2),
+        ..dir.config()
+    };
+    let host = TestHost::start(Host::builder(), config).await;
+    let mut spinner = host.raw().await;
+    let mut other = host.raw().await;
+    spinner.send("misbehave.spin", 1, json!(null)).await;
+    within(async {
+        loop {
+            let queues = other.call("srvQueuePrint", 2, json!(null)).await;
+            if queues["resultJob"]["queues"]["misbehave.spin"]["inFlight"] == 1 {
+                break;
+            }
+        }
+    })
+    .await;
+    let echo = other.call("misbehave.echo", 3, json!("meanwhile")).await;
+    assert_eq!(echo["resultJob"]["payload"], "meanwhile");
+    let queues = other.call("srvQueuePrint", 4, json!(null)).await;
+    assert_eq!(
+        queues["resultJob"]["queues"]["misbehave.spin"]["inFlight"], 1,
+        "the other type of the same plugin was served while the guest spun: {queues}"
+    );
+    assert_eq!(code(&spinner.next().await), "timeout");
+}
+
 #[tokio::test]
 async fn a_panicking_native_plugin_answers_jobber_failed_and_the_host_serves_on() {
     let dir = PluginDir::new();
