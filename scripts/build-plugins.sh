@@ -11,7 +11,8 @@ profile="${1:-debug}"
 case "$profile" in
     debug) flags=() wasm_flags=() ;;
     # Release components carry no debug info: smaller files that compile faster at load.
-    release) flags=(--release) wasm_flags=(--config profile.release.debug=false --config profile.release.strip=true) ;;
+    release) flags=(--release) wasm_flags=(--config profile.release.debug=false --config profile.release.strip=true
+        --config profile.release.lto=true --config profile.release.codegen-units=1) ;;
     *) echo "usage: $0 [debug|release]" >&2; exit 2 ;;
 esac
 target_dir="${CARGO_TARGET_DIR:-target}"

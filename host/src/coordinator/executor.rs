@@ -16,6 +16,7 @@ use crate::pools::Pools;
 use futures_util::FutureExt;
 use resman_sdk::protocol::ErrorCode;
 use serde_json::Value;
+use std::fmt::Write;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -85,13 +86,15 @@ pub(crate) fn spawn(batch: Batch, shared: Arc<Shared>, done: UnboundedSender<Mes
                 let mut call =
                     context::Kept::new(Arc::clone(&shared.pools), Arc::clone(&lane.namespace));
                 let mut instance = lane.take();
+                let mut query_index = String::new();
                 while let Some(demand) = run.next() {
-                    call.begin(demand.peer.id, Instant::now() + run.limits.timeout);
+                    let due = Instant::now() + run.limits.timeout;
+                    call.begin(demand.peer.id, due);
                     let request = &demand.request;
-                    let query_index = request.query_index.to_string();
+                    query_index.clear();
+                    let _ = write!(query_index, "{}", request.query_index);
                     let plugin_request = plugin_request(request, &query_index);
-                    let called =
-                        call_wasm(wasm, &mut instance, &plugin_request, run.limits.timeout);
+                    let called = call_wasm(wasm, &mut instance, &plugin_request, due);
                     let outcome = outcome(context::within(&mut call, called).await);
                     run.settle(demand, outcome, call.seq());
                 }

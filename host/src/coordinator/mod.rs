@@ -37,7 +37,9 @@ pub(crate) struct Coordinator {
     inbox: UnboundedReceiver<Message>,
     /// Cloned into executors, which report on it.
     outbox: UnboundedSender<Message>,
-    routes: HashMap<Arc<str>, Route>,
+    /// Looked up for every request, so hashed with foldhash rather than SipHash. Clients'
+    /// type names are only looked up, never inserted, so they cannot crowd a bucket.
+    routes: HashMap<Arc<str>, Route, foldhash::fast::RandomState>,
     /// The loaded plugin files.
     plugins: BTreeMap<PathBuf, crate::plugins::LoadedPlugin>,
     /// Files that failed to load or clashed, with why; until they load or go away.
@@ -65,7 +67,7 @@ impl Coordinator {
         let mut coordinator = Coordinator {
             inbox,
             outbox,
-            routes: HashMap::new(),
+            routes: HashMap::default(),
             plugins: BTreeMap::new(),
             refused: BTreeMap::new(),
             ready: Vec::new(),

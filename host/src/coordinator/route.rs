@@ -10,7 +10,7 @@ use crate::queue::Lane;
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The requests of a batch not yet started. Shared between the coordinator, which removes a
 /// disconnected client's requests from it, refuses them at shutdown and moves them to a new
@@ -105,7 +105,7 @@ pub(crate) async fn call_wasm(
     factory: &WasmFactory,
     slot: &mut Option<WasmInstance>,
     request: &PluginRequest<'_>,
-    deadline: Duration,
+    due: Instant,
 ) -> CallOutcome {
     let instance = match slot {
         Some(instance) => instance,
@@ -114,7 +114,7 @@ pub(crate) async fn call_wasm(
             Err(err) => return CallOutcome::Crashed(err.to_string()),
         },
     };
-    let outcome = instance.call_async(request, deadline).await;
+    let outcome = instance.call_async(request, due).await;
     if outcome.poisons_instance() {
         *slot = None;
     }

@@ -403,7 +403,18 @@ impl WasmFactory {
         });
         store.set_epoch_deadline(1);
         let jobber = self.pre.instantiate_async(&mut store).await?;
-        Ok(WasmInstance { store, jobber })
+        let request = Request {
+            kind: String::new(),
+            query_index: String::new(),
+            client_id: 0,
+            attempt: 0,
+            payload: String::new(),
+        };
+        Ok(WasmInstance {
+            store,
+            jobber,
+            request,
+        })
     }
 
     /// Calls `handles` once, on an instance made for the purpose.
@@ -447,28 +458,40 @@ impl InstanceFactory for WasmFactory {
 pub(crate) struct WasmInstance {
     store: Store<StoreState>,
     jobber: Jobber,
+    /// The request being lowered into the guest, reused from call to call.
+    request: Request,
 }
 
 impl WasmInstance {
-    /// Serves one request within `deadline`; the guest yields to the runtime at every tick.
+    /// Serves one request by `due`; the guest yields to the runtime at every tick.
     pub(crate) async fn call_async(
         &mut self,
         request: &PluginRequest<'_>,
-        deadline: Duration,
+        due: Instant,
     ) -> CallOutcome {
         let state = self.store.data_mut();
         state.kind.clear();
         state.kind.push_str(request.kind);
-        state.deadline = Instant::now() + deadline;
-        let request = Request {
-            kind: request.kind.to_owned(),
-            query_index: request.query_index.to_owned(),
-            client_id: request.client_id,
-            attempt: request.attempt,
-            payload: request.payload.to_owned(),
-        };
+        state.deadline = due;
+        // The strings keep their capacity from call to call: lowering copies them into the
+        // guest anyway, so building them costs no allocation once warm.
+        let lowered = &mut self.request;
+        for (text, into) in [
+            (request.kind, &mut lowered.kind),
+            (request.query_index, &mut lowered.query_index),
+            (request.payload, &mut lowered.payload),
+        ] {
+            into.clear();
+            into.push_str(text);
+        }
+        lowered.client_id = request.client_id;
+        lowered.attempt = request.attempt;
         self.store.set_epoch_deadline(1);
-        match self.jobber.call_handle(&mut self.store, &request).await {
+        match self
+            .jobber
+            .call_handle(&mut self.store, &self.request)
+            .await
+        {
             Ok(Ok(json)) => CallOutcome::Done(json),
             Ok(Err(JobError::Retry(reason))) => CallOutcome::Retry(reason),
             Ok(Err(JobError::Fail(reason))) => CallOutcome::Fail(reason),
@@ -486,7 +509,7 @@ impl WasmInstance {
 
 impl Instance for WasmInstance {
     fn call(&mut self, request: &PluginRequest<'_>, deadline: Duration) -> CallOutcome {
-        block_on(self.call_async(request, deadline))
+        block_on(self.call_async(request, Instant::now() + deadline))
     }
 }
 
