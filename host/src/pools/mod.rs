@@ -74,8 +74,8 @@ struct Inner {
     /// Set when the journal could not be written: every later operation is refused.
     failed: Option<String>,
     stopping: bool,
-    /// The committer sleeps on `work`; only then is it woken (a notify is a syscall even
-    /// with no one waiting).
+    /// The committer sleeps on `work` and no one has woken it yet; only then is it woken (a
+    /// notify is a syscall even with no one waiting, and one wake is enough).
     committer_idle: bool,
 }
 
@@ -200,6 +200,9 @@ impl Pools {
                     journal::encode(*seq, &record, frames);
                 }
                 if inner.committer_idle {
+                    // One wake per sleep: the operations that follow until the committer runs
+                    // find it already woken.
+                    inner.committer_idle = false;
                     self.work.notify_one();
                 }
             } else {
@@ -489,7 +492,6 @@ impl Pools {
                         .work
                         .wait(inner)
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    inner.committer_idle = false;
                 }
                 if inner.frames.is_empty() {
                     return;
