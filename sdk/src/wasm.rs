@@ -29,7 +29,7 @@ pub fn handle<T: Jobber>(
     let mut slot = slot.borrow_mut();
     let jobber = slot.get_or_insert_with(T::default);
     match jobber.handle(owned_request(request)) {
-        Ok(value) => Ok(value.to_string()),
+        Ok(value) => Ok(crate::jobber::to_json(&value)),
         Err(JobError::Retry(reason)) => Err(bindings::JobError::Retry(reason)),
         Err(JobError::Fail(reason)) => Err(bindings::JobError::Fail(reason)),
         Err(JobError::Reject { code, message }) => Err(bindings::JobError::Reject(

@@ -103,7 +103,7 @@ fn serve<T: Jobber>(instance: &mut Instance<T>, request: &RequestV1) -> (Status,
         // SAFETY: `request`'s bytes are readable for this call, per `handle`'s contract.
         let request = unsafe { owned_request(request) };
         match jobber.handle(request) {
-            Ok(value) => (Status::Ok, value.to_string()),
+            Ok(value) => (Status::Ok, crate::jobber::to_json(&value)),
             Err(JobError::Retry(reason)) => (Status::Retry, reason),
             Err(JobError::Fail(reason)) => (Status::Fail, reason),
             Err(JobError::Reject { code, message }) => (
