@@ -2,10 +2,12 @@
 # Built-in `ping` vs `cntResponse` through the WASM counter vs through the native counter, at
 # the same connections and pipeline, in one run, as ratios to ping. Then the time from a
 # plugin file landing in the folder to its type being served, cold and from the cache.
+# The three are measured in turn, ROUNDS times (default 3), and each figure is the median of
+# its rounds, so that a noisy moment on a shared machine skews one round, not the ratio.
 # Usage: scripts/bench-plugins.sh [connections] [pipeline] [duration]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-c=${1:-50}; p=${2:-16}; d=${3:-5s}
+c=${1:-50}; p=${2:-16}; d=${3:-5s}; rounds=${ROUNDS:-3}
 cargo build --release -p resman --quiet
 ./scripts/build-plugins.sh release >/dev/null
 resman=target/release/resman
@@ -26,9 +28,24 @@ serve_with() { # port, plugin file
 }
 serve_with 48101 counter.wasm
 serve_with 48102 counter.so
-read -r ping ping99 _ <<<"$(rps 48101 ping)"
-read -r wasm wasm99 wasm_err <<<"$(rps 48101 cntResponse)"
-read -r native native99 native_err <<<"$(rps 48102 cntResponse)"
+for ((round = 0; round < rounds; round++)); do
+    rps 48101 ping >>"$work/ping"
+    rps 48101 cntResponse >>"$work/wasm"
+    rps 48102 cntResponse >>"$work/native"
+done
+median() { # file of "rps p99 errors" lines → the line of the median rps, errors summed
+    python3 - "$1" <<'PY'
+import sys
+rows = [line.split() for line in open(sys.argv[1])]
+rows.sort(key=lambda row: float(row[0]))
+rps, p99, _ = rows[len(rows) // 2]
+print(rps, p99, sum(int(row[2]) for row in rows))
+PY
+}
+read -r ping ping99 _ <<<"$(median "$work/ping")"
+read -r wasm wasm99 wasm_err <<<"$(median "$work/wasm")"
+read -r native native99 native_err <<<"$(median "$work/native")"
+echo "median of $rounds rounds of $d each"
 printf '%-22s %10s %9s %7s\n' "at c=$c P=$p" "req/s" "p99 us" "vs ping"
 printf '%-22s %10s %9s %7s\n' "ping (built-in)" "$ping" "$ping99" "1.00"
 printf '%-22s %10s %9s %7s\n' "cntResponse (wasm)" "$wasm" "$wasm99" "$(python3 -c "print(f'{$wasm/$ping:.2f}')")"

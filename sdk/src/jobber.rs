@@ -149,6 +149,13 @@ pub trait Jobber: Default + Send + 'static {
     fn handle(&mut self, request: Request) -> Result<serde_json::Value, JobError>;
 }
 
+/// A jobber's answer as JSON text. `serde_json::to_string` writes straight into the string;
+/// `Value`'s `Display` (what `to_string()` calls) goes through a formatter adapter per write.
+pub(crate) fn to_json(value: &serde_json::Value) -> String {
+    // A `Value` always serializes: its map keys are strings.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,11 +204,4 @@ mod tests {
         assert_eq!(JobError::retry("busy").reason(), "busy");
         assert_eq!(JobError::fail("gone").reason(), "gone");
     }
-}
-
-/// A jobber's answer as JSON text. `serde_json::to_string` writes straight into the string;
-/// `Value`'s `Display` (what `to_string()` calls) goes through a formatter adapter per write.
-pub(crate) fn to_json(value: &serde_json::Value) -> String {
-    // A `Value` always serializes: its map keys are strings.
-    serde_json::to_string(value).unwrap_or_default()
 }
