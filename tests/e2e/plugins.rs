@@ -179,11 +179,8 @@ async fn misbehaving_wasm_guests_answer_errors_and_the_host_serves_on() {
         .contains("5 attempts"));
 }
 
-/// The host runs here on the test's one-thread runtime, and WASM calls run as tasks on it: a
-/// spinning guest must yield at every epoch tick, or nothing else could be served until its
-/// deadline.
-#[tokio::test]
-async fn a_spinning_wasm_guest_holds_its_lane_but_not_the_thread() {
+/// A host serving `misbehave.wasm`, whose `misbehave.spin` spins until its 2 s deadline.
+async fn spinning_host() -> (PluginDir, TestHost) {
     let dir = PluginDir::new();
     dir.drop_in("misbehave.wasm", "misbehave.wasm");
     let config = resman::Config {
@@ -191,18 +188,33 @@ async fn a_spinning_wasm_guest_holds_its_lane_but_not_the_thread() {
         ..dir.config()
     };
     let host = TestHost::start(Host::builder(), config).await;
-    let mut spinner = host.raw().await;
-    let mut other = host.raw().await;
-    spinner.send("misbehave.spin", 1, json!(null)).await;
+    (dir, host)
+}
+
+/// Polls `srvQueuePrint` on `conn` until `misbehave.spin`'s queue reads `expected`.
+async fn spin_queue_reaches(conn: &mut RawConn, expected: Value) {
     within(async {
         loop {
-            let queues = other.call("srvQueuePrint", 2, json!(null)).await;
-            if queues["resultJob"]["queues"]["misbehave.spin"]["inFlight"] == 1 {
+            let queues = conn.call("srvQueuePrint", 0, json!(null)).await;
+            if queues["resultJob"]["queues"]["misbehave.spin"] == expected {
                 break;
             }
+            tokio::task::yield_now().await;
         }
     })
     .await;
+}
+
+/// The host runs here on the test's one-thread runtime, and WASM calls run as tasks on it: a
+/// spinning guest must yield at every epoch tick, or nothing else could be served until its
+/// deadline.
+#[tokio::test]
+async fn a_spinning_wasm_guest_holds_its_lane_but_not_the_thread() {
+    let (_dir, host) = spinning_host().await;
+    let mut spinner = host.raw().await;
+    let mut other = host.raw().await;
+    spinner.send("misbehave.spin", 1, json!(null)).await;
+    spin_queue_reaches(&mut other, json!({"queued": 0, "inFlight": 1})).await;
     let echo = other.call("misbehave.echo", 3, json!("meanwhile")).await;
     assert_eq!(echo["resultJob"]["payload"], "meanwhile");
     let queues = other.call("srvQueuePrint", 4, json!(null)).await;
@@ -332,29 +344,12 @@ async fn a_restart_takes_compiled_components_from_the_cache() {
 
 #[tokio::test]
 async fn requests_queued_for_a_removed_plugin_are_answered_handler_removed() {
-    let dir = PluginDir::new();
-    dir.drop_in("misbehave.wasm", "misbehave.wasm");
-    let config = resman::Config {
-        jobber_timeout: Duration::from_secs(2),
-        ..dir.config()
-    };
-    let host = TestHost::start(Host::builder(), config).await;
+    let (dir, host) = spinning_host().await;
     let mut conn = host.raw().await;
     conn.send("misbehave.spin", 1, json!(null)).await;
     conn.send("misbehave.spin", 2, json!(null)).await;
     let mut observer = host.raw().await;
-    within(async {
-        loop {
-            let queues = observer.call("srvQueuePrint", 0, json!(null)).await;
-            if queues["resultJob"]["queues"]["misbehave.spin"]
-                == json!({"queued": 1, "inFlight": 1})
-            {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    spin_queue_reaches(&mut observer, json!({"queued": 1, "inFlight": 1})).await;
     dir.remove("misbehave.wasm");
     let queued = conn.next().await;
     assert_eq!(
