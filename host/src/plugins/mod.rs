@@ -262,6 +262,25 @@ pub(crate) mod test_support {
         instance.call(&request, Duration::from_secs(5))
     }
 
+    /// Asserts that the `misbehave` fixture's verdicts and answers pass through `instance`
+    /// unchanged, calling as attempt `attempt`.
+    pub(crate) fn assert_verdicts_pass_through(instance: &mut dyn Instance, attempt: u32) {
+        let failed = CallOutcome::Fail("deliberate failure".into());
+        assert_eq!(call(instance, "misbehave.fail", attempt), failed);
+        let retry = CallOutcome::Retry("deliberate retry".into());
+        assert_eq!(call(instance, "misbehave.retry", attempt), retry);
+        let echo = format!(r#"{{"attempt":{attempt},"payload":{{"n":1}}}}"#);
+        assert_eq!(
+            call(instance, "misbehave.echo", attempt),
+            CallOutcome::Done(echo)
+        );
+        let CallOutcome::Done(logged) = call(instance, "misbehave.log", attempt) else {
+            panic!("misbehave.log answers")
+        };
+        let now: serde_json::Value = serde_json::from_str(&logged).unwrap();
+        assert!(now["now"].as_u64().unwrap() > 1_600_000_000_000, "{logged}");
+    }
+
     /// Asserts that a loaded counter plugin of `kind` serves `cntResponse`, counting per
     /// instance: 0, 1, 2 on one instance, 0 again on a fresh one.
     pub(crate) fn assert_counts_per_instance(plugin: &LoadedPlugin, kind: PluginKind) {

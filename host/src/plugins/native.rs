@@ -426,18 +426,7 @@ mod tests {
         let shadow = tempfile::tempdir().unwrap();
         let plugin = load(&path, shadow.path()).unwrap();
         let mut instance = plugin.factory.instantiate().unwrap();
-        let instance = instance.as_mut();
-        let failed = CallOutcome::Fail("deliberate failure".into());
-        assert_eq!(call(instance, "misbehave.fail"), failed);
-        let retry = CallOutcome::Retry("deliberate retry".into());
-        assert_eq!(call(instance, "misbehave.retry"), retry);
-        let echo = CallOutcome::Done(r#"{"attempt":2,"payload":{"n":1}}"#.into());
-        assert_eq!(call(instance, "misbehave.echo"), echo);
-        let CallOutcome::Done(logged) = call(instance, "misbehave.log") else {
-            panic!("misbehave.log answers")
-        };
-        let now: serde_json::Value = serde_json::from_str(&logged).unwrap();
-        assert!(now["now"].as_u64().unwrap() > 1_600_000_000_000, "{logged}");
+        test_support::assert_verdicts_pass_through(instance.as_mut(), 2);
     }
 
     #[test]

@@ -565,7 +565,9 @@ mod tests {
     use super::*;
     use std::sync::OnceLock;
 
-    use super::super::test_support::{assert_counts_per_instance, plugin_file};
+    use super::super::test_support::{
+        assert_counts_per_instance, assert_verdicts_pass_through, plugin_file,
+    };
 
     /// One runtime for the tests that need no cache, capped small enough for `alloc`.
     fn runtime() -> &'static WasmRuntime {
@@ -609,17 +611,7 @@ mod tests {
         let Some(plugin) = misbehave() else { return };
         assert!(plugin.types.iter().any(|kind| kind == "misbehave.spin"));
         let mut instance = plugin.factory.instantiate().unwrap();
-        let instance = instance.as_mut();
-        let failed = CallOutcome::Fail("deliberate failure".into());
-        assert_eq!(call(instance, "misbehave.fail"), failed);
-        let retry = CallOutcome::Retry("deliberate retry".into());
-        assert_eq!(call(instance, "misbehave.retry"), retry);
-        let echo = CallOutcome::Done(r#"{"attempt":1,"payload":{"n":1}}"#.into());
-        assert_eq!(call(instance, "misbehave.echo"), echo);
-        let CallOutcome::Done(logged) = call(instance, "misbehave.log") else {
-            panic!("misbehave.log answers")
-        };
-        assert!(logged.starts_with(r#"{"now":"#), "{logged}");
+        assert_verdicts_pass_through(instance.as_mut(), 1);
     }
 
     #[test]
