@@ -17,8 +17,8 @@
 // - `booking.selfTest.throw`: throws on purpose, to show what the host does with a guest
 //   that throws (answers `jobber_failed`, serves on).
 
-import { log } from 'resman:jobber/host@0.1.0';
-import { acquire, add, release } from 'resman:jobber/pools@0.1.0';
+import { log } from 'resman:jobber/host@0.2.0';
+import { acquire, add, release } from 'resman:jobber/pools@0.2.0';
 
 const MAX_SEATS = 8;
 const DEFAULT_HOLD_MS = 10 * 60 * 1000;
@@ -47,8 +47,11 @@ const handlers = {
   },
 };
 
+/** The types served, in the order `handles` declares them: a request's `kind` is a position here. */
+const TYPES = Object.keys(handlers);
+
 export function handles() {
-  return Object.keys(handlers);
+  return TYPES;
 }
 
 export function handle(request) {
@@ -57,7 +60,7 @@ export function handle(request) {
     if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) {
       throw invalid('payload must be an object');
     }
-    return JSON.stringify(handlers[request.kind](payload));
+    return JSON.stringify(handlers[TYPES[request.kind]](payload));
   } catch (err) {
     if (err instanceof SyntaxError) {
       return reject('invalid', `payload is not JSON: ${err.message}`);

@@ -29,6 +29,9 @@ import pricing
 # Longest show slug accepted; store keys may be up to 1 KiB.
 MAX_SHOW_BYTES = 200
 
+# The types served, in the order `handles` declares them: a request's `kind` is a position here.
+TYPES = ["ticketPrice.quote", "ticketPrice.setBase", "ticketPrice.selfTest.raise"]
+
 
 def reject(code, message):
     return Err(JobError_Reject(Rejection(code, message)))
@@ -39,18 +42,19 @@ class WitWorld(wit_world.WitWorld):
     instance, so attributes set here last from one request to the next."""
 
     def handles(self):
-        return ["ticketPrice.quote", "ticketPrice.setBase", "ticketPrice.selfTest.raise"]
+        return TYPES
 
     def handle(self, request: Request) -> str:
         try:
             payload = json.loads(request.payload)
         except ValueError as err:
             raise reject("invalid", f"payload is not JSON: {err}")
-        if request.kind == "ticketPrice.selfTest.raise":
+        kind = TYPES[request.kind]
+        if kind == "ticketPrice.selfTest.raise":
             raise RuntimeError("ticketPrice.selfTest.raise: a deliberate uncaught exception")
         if not isinstance(payload, dict):
             raise reject("invalid", "payload must be an object")
-        serve = quote if request.kind == "ticketPrice.quote" else set_base
+        serve = quote if kind == "ticketPrice.quote" else set_base
         try:
             answer = serve(payload)
         except pricing.Invalid as err:

@@ -10,12 +10,13 @@ use serde::de::DeserializeOwned;
 use std::fmt;
 
 /// One request from a client, owned by the jobber for the duration of the call.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Request {
-    /// The request type (the wire protocol's `type`); one of [`Jobber::TYPES`].
-    pub kind: String,
-    /// The client's `queryIndex`, as JSON number text.
-    pub query_index: String,
+    /// The request type (the wire protocol's `type`): the entry of [`Jobber::TYPES`] it is,
+    /// so a jobber serving several types can `match request.kind { ... }`.
+    pub kind: &'static str,
+    /// The client's `queryIndex`, as a number (the response carries the client's own text).
+    pub query_index: f64,
     /// Which connection sent it; stable while that connection lives.
     pub client_id: u64,
     /// 1 for the first attempt, more when an earlier attempt returned [`JobError::Retry`].
@@ -31,7 +32,7 @@ impl Request {
     ///
     /// As [`parse_payload`].
     pub fn payload<T: DeserializeOwned>(&self) -> Result<T, JobError> {
-        parse_payload(&self.kind, &self.payload)
+        parse_payload(self.kind, &self.payload)
     }
 }
 
@@ -162,8 +163,8 @@ mod tests {
 
     fn request(payload: &str) -> Request {
         Request {
-            kind: "t".into(),
-            query_index: "1".into(),
+            kind: "t",
+            query_index: 1.0,
             client_id: 7,
             attempt: 1,
             payload: payload.into(),

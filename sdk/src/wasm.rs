@@ -28,7 +28,12 @@ pub fn handle<T: Jobber>(
 ) -> Result<String, bindings::JobError> {
     let mut slot = slot.borrow_mut();
     let jobber = slot.get_or_insert_with(T::default);
-    match jobber.handle(owned_request(request)) {
+    let Some(request) = owned_request::<T>(request) else {
+        return Err(bindings::JobError::Fail(
+            "the host asked for a type this plugin does not declare".into(),
+        ));
+    };
+    match jobber.handle(request) {
         Ok(value) => Ok(crate::jobber::to_json(&value)),
         Err(JobError::Retry(reason)) => Err(bindings::JobError::Retry(reason)),
         Err(JobError::Fail(reason)) => Err(bindings::JobError::Fail(reason)),
@@ -38,12 +43,13 @@ pub fn handle<T: Jobber>(
     }
 }
 
-fn owned_request(request: bindings::Request) -> Request {
-    Request {
-        kind: request.kind,
+/// The request a jobber gets: `kind` is a position in `T::TYPES` (what `handles` returned).
+fn owned_request<T: Jobber>(request: bindings::Request) -> Option<Request> {
+    Some(Request {
+        kind: T::TYPES.get(usize::try_from(request.kind).ok()?)?,
         query_index: request.query_index,
         client_id: request.client_id,
         attempt: request.attempt,
         payload: request.payload,
-    }
+    })
 }

@@ -16,7 +16,6 @@ use crate::pools::Pools;
 use futures_util::FutureExt;
 use resman_sdk::protocol::ErrorCode;
 use serde_json::Value;
-use std::fmt::Write;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -86,14 +85,10 @@ pub(crate) fn spawn(batch: Batch, shared: Arc<Shared>, done: UnboundedSender<Mes
                 let mut call =
                     context::Kept::new(Arc::clone(&shared.pools), Arc::clone(&lane.namespace));
                 let mut instance = lane.take();
-                let mut query_index = String::new();
                 while let Some(demand) = run.next() {
                     let due = Instant::now() + run.limits.timeout;
                     call.begin(demand.peer.id, due);
-                    let request = &demand.request;
-                    query_index.clear();
-                    let _ = write!(query_index, "{}", request.query_index);
-                    let plugin_request = plugin_request(request, &query_index);
+                    let plugin_request = plugin_request(&demand.request);
                     let called = call_wasm(wasm, &mut instance, &plugin_request, due);
                     let outcome = outcome(context::within(&mut call, called).await);
                     run.settle(demand, outcome, call.seq());
@@ -269,15 +264,14 @@ async fn call_async(handler: &dyn Handler, request: Request, timeout: Duration) 
 
 /// Calls a plugin's jobber on the lane's instance and reads its answer.
 fn call_plugin(lane: &PluginLane, request: &Request, timeout: Duration) -> Outcome {
-    let query_index = request.query_index.to_string();
-    outcome(lane.call(&plugin_request(request, &query_index), timeout))
+    outcome(lane.call(&plugin_request(request), timeout))
 }
 
 /// `request` as a plugin receives it.
-fn plugin_request<'a>(request: &'a Request, query_index: &'a str) -> PluginRequest<'a> {
+fn plugin_request(request: &Request) -> PluginRequest<'_> {
     PluginRequest {
         kind: &request.kind,
-        query_index,
+        query_index: &request.query_index,
         client_id: request.client_id,
         attempt: request.attempt,
         payload: request.payload.as_deref().map_or("null", |raw| raw.get()),

@@ -48,8 +48,7 @@ impl PluginKind {
 #[derive(Clone, Debug)]
 pub(crate) struct PluginRequest<'a> {
     pub(crate) kind: &'a str,
-    /// JSON number text.
-    pub(crate) query_index: &'a str,
+    pub(crate) query_index: &'a serde_json::Number,
     pub(crate) client_id: u64,
     pub(crate) attempt: u32,
     /// JSON text; `null` when the request had none.
@@ -254,7 +253,7 @@ pub(crate) mod test_support {
     pub(crate) fn call(instance: &mut dyn Instance, kind: &str, attempt: u32) -> CallOutcome {
         let request = PluginRequest {
             kind,
-            query_index: "7",
+            query_index: &serde_json::Number::from(7),
             client_id: 42,
             attempt,
             payload: r#"{"n":1}"#,

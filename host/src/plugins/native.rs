@@ -313,9 +313,10 @@ impl Instance for NativeInstance {
             kind.clear();
             kind.push_str(request.kind);
         }
+        let query_index = request.query_index.to_string();
         let raw_request = RequestV1 {
             kind: Bytes::new(request.kind.as_bytes()),
-            query_index: Bytes::new(request.query_index.as_bytes()),
+            query_index: Bytes::new(query_index.as_bytes()),
             client_id: request.client_id,
             attempt: request.attempt,
             payload: Bytes::new(request.payload.as_bytes()),

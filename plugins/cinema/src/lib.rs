@@ -34,7 +34,7 @@ impl Jobber for Cinema {
 
     fn handle(&mut self, request: Request) -> Result<Value, JobError> {
         let payload = request.payload.as_str();
-        match request.kind.as_str() {
+        match request.kind {
             "addShow" => add_show(payload),
             "buySeats" => buy_seats(payload),
             "refundSeats" => refund_seats(payload),

@@ -41,7 +41,7 @@ impl Jobber for ProxyPool {
 
     fn handle(&mut self, request: Request) -> Result<Value, JobError> {
         let payload = request.payload.as_str();
-        match request.kind.as_str() {
+        match request.kind {
             "getProxy" => get_proxy(payload),
             "addProxy" => add_proxy(payload),
             "releaseProxy" => release_proxy(payload),

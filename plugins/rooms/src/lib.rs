@@ -37,7 +37,7 @@ impl Jobber for Rooms {
 
     fn handle(&mut self, request: Request) -> Result<Value, JobError> {
         let payload = request.payload.as_str();
-        match request.kind.as_str() {
+        match request.kind {
             "addRoom" => add_room(payload),
             "bookRoom" => book_room(payload),
             "cancelBooking" => cancel_booking(payload),

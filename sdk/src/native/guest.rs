@@ -101,7 +101,12 @@ fn serve<T: Jobber>(instance: &mut Instance<T>, request: &RequestV1) -> (Status,
     let jobber = &mut instance.jobber;
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: `request`'s bytes are readable for this call, per `handle`'s contract.
-        let request = unsafe { owned_request(request) };
+        let Some(request) = (unsafe { owned_request::<T>(request) }) else {
+            return (
+                Status::Fail,
+                "the host asked for a type this plugin does not declare".to_owned(),
+            );
+        };
         match jobber.handle(request) {
             Ok(value) => (Status::Ok, crate::jobber::to_json(&value)),
             Err(JobError::Retry(reason)) => (Status::Retry, reason),
@@ -118,21 +123,28 @@ fn serve<T: Jobber>(instance: &mut Instance<T>, request: &RequestV1) -> (Status,
     })
 }
 
-/// Copies a borrowed request into the owned one a jobber gets.
+/// Copies a borrowed request into the owned one a jobber gets; `None` when its type is not
+/// one of `T::TYPES`.
 ///
 /// # Safety
 ///
 /// The request's byte ranges are readable.
-unsafe fn owned_request(request: &RequestV1) -> Request {
+unsafe fn owned_request<T: Jobber>(request: &RequestV1) -> Option<Request> {
     // SAFETY: per the contract, each range is readable for the duration of this function.
-    let text = |bytes: Bytes| String::from_utf8_lossy(unsafe { bytes.as_slice() }).into_owned();
-    Request {
-        kind: text(request.kind),
-        query_index: text(request.query_index),
+    let bytes = |bytes: Bytes| unsafe { bytes.as_slice() };
+    let kind = bytes(request.kind);
+    Some(Request {
+        kind: T::TYPES
+            .iter()
+            .find(|declared| declared.as_bytes() == kind)?,
+        query_index: std::str::from_utf8(bytes(request.query_index))
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .unwrap_or(f64::NAN),
         client_id: request.client_id,
         attempt: request.attempt,
-        payload: text(request.payload),
-    }
+        payload: String::from_utf8_lossy(bytes(request.payload)).into_owned(),
+    })
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {
@@ -194,7 +206,7 @@ mod tests {
         fn handle(&mut self, request: Request) -> Result<Value, JobError> {
             self.calls += 1;
             host::info(&format!("call {} of {}", self.calls, request.kind));
-            match request.kind.as_str() {
+            match request.kind {
                 "t.ok" => Ok(
                     json!({ "calls": self.calls, "payload": request.payload::<Value>()?, "at": host::now_ms() }),
                 ),
@@ -395,6 +407,21 @@ mod tests {
             rejection.message.starts_with("t.ok: bad payload"),
             "{output}"
         );
+        // SAFETY: made above, not used again.
+        unsafe { (PROBE.drop_instance)(instance) };
+    }
+
+    #[test]
+    fn a_type_the_jobber_does_not_declare_fails_without_calling_it() {
+        let host = TestHost::default();
+        let api = host.api();
+        let instance = new_instance_of(&PROBE, &api);
+        let (status, output) = call(&PROBE, instance, "t.other", "null");
+        assert_eq!(status, Status::Fail);
+        assert!(output.contains("does not declare"), "{output}");
+        let (_, output) = call(&PROBE, instance, "t.ok", "null");
+        let output: Value = serde_json::from_str(&output).unwrap();
+        assert_eq!(output["calls"], 1);
         // SAFETY: made above, not used again.
         unsafe { (PROBE.drop_instance)(instance) };
     }

@@ -138,14 +138,16 @@ impl WasmRuntime {
             .instantiate_pre(&component)
             .and_then(JobberPre::new)
             .map_err(|err| not_a_jobber(path, &err))?;
-        let factory = WasmFactory {
+        let mut factory = WasmFactory {
             path: path.to_owned(),
             file: file_name(path),
             pre,
+            types: Arc::new([]),
             memory_limit_bytes: self.config.memory_limit_bytes,
             _ticker: Arc::clone(&self.ticker),
         };
         let types = super::check_types(path, factory.declared_types()?)?;
+        factory.types = types.clone().into();
         Ok(LoadedPlugin {
             path: path.to_owned(),
             kind: PluginKind::Wasm,
@@ -274,8 +276,11 @@ struct StoreState {
     cap: MemoryCap,
     /// The plugin's file name, for its log lines.
     file: Arc<str>,
-    /// The request type being served, for its log lines (empty while loading).
-    kind: String,
+    /// The types the plugin declared, in the order `handles` returned them (empty while
+    /// loading): a request's `kind` is its position here.
+    types: Arc<[String]>,
+    /// The position in `types` of the request type being served, for its log lines.
+    kind: u32,
     /// When the call under way must end; checked at every epoch tick.
     deadline: Instant,
 }
@@ -299,7 +304,11 @@ impl host_api::Host for StoreState {
             Level::Warn => level::WARN,
             Level::Error => level::ERROR,
         };
-        super::log_from_plugin(level, &self.file, &self.kind, &message);
+        let kind = usize::try_from(self.kind)
+            .ok()
+            .and_then(|at| self.types.get(at))
+            .map_or("", String::as_str);
+        super::log_from_plugin(level, &self.file, kind, &message);
     }
 
     fn now_ms(&mut self) -> u64 {
@@ -354,6 +363,8 @@ pub(crate) struct WasmFactory {
     file: Arc<str>,
     /// Linked and type-checked once at load.
     pre: JobberPre<StoreState>,
+    /// The types `handles` returned, in its order (what a request's `kind` indexes).
+    types: Arc<[String]>,
     memory_limit_bytes: usize,
     /// Keeps deadlines ticking while this plugin can run, even after the runtime is gone.
     _ticker: Arc<EpochTicker>,
@@ -385,7 +396,8 @@ impl WasmFactory {
                 used: 0,
             },
             file: Arc::clone(&self.file),
-            kind: String::new(),
+            types: Arc::clone(&self.types),
+            kind: u32::MAX,
             deadline: Instant::now() + SETUP_DEADLINE,
         };
         let mut store = Store::new(self.pre.engine(), state);
@@ -404,8 +416,8 @@ impl WasmFactory {
         store.set_epoch_deadline(1);
         let jobber = self.pre.instantiate_async(&mut store).await?;
         let request = Request {
-            kind: String::new(),
-            query_index: String::new(),
+            kind: 0,
+            query_index: 0.0,
             client_id: 0,
             attempt: 0,
             payload: String::new(),
@@ -470,20 +482,25 @@ impl WasmInstance {
         due: Instant,
     ) -> CallOutcome {
         let state = self.store.data_mut();
-        state.kind.clear();
-        state.kind.push_str(request.kind);
+        let position = state
+            .types
+            .iter()
+            .position(|declared| declared == request.kind);
+        let Some(kind) = position.and_then(|at| u32::try_from(at).ok()) else {
+            return CallOutcome::Fail(format!(
+                "`{}` is not a type this plugin declared",
+                request.kind
+            ));
+        };
+        state.kind = kind;
         state.deadline = due;
-        // The strings keep their capacity from call to call: lowering copies them into the
-        // guest anyway, so building them costs no allocation once warm.
+        // The payload keeps its capacity from call to call: lowering copies it into the
+        // guest anyway, so building it costs no allocation once warm.
         let lowered = &mut self.request;
-        for (text, into) in [
-            (request.kind, &mut lowered.kind),
-            (request.query_index, &mut lowered.query_index),
-            (request.payload, &mut lowered.payload),
-        ] {
-            into.clear();
-            into.push_str(text);
-        }
+        lowered.kind = state.kind;
+        lowered.query_index = request.query_index.as_f64().unwrap_or(f64::NAN);
+        lowered.payload.clear();
+        lowered.payload.push_str(request.payload);
         lowered.client_id = request.client_id;
         lowered.attempt = request.attempt;
         self.store.set_epoch_deadline(1);
@@ -632,12 +649,28 @@ mod tests {
     }
 
     #[test]
+    fn a_type_the_plugin_did_not_declare_fails_and_keeps_the_instance() {
+        let Some(plugin) = misbehave() else { return };
+        let mut instance = plugin.factory.instantiate().unwrap();
+        let outcome = call(instance.as_mut(), "cntResponse");
+        assert_eq!(
+            outcome,
+            CallOutcome::Fail("`cntResponse` is not a type this plugin declared".into())
+        );
+        assert!(!outcome.poisons_instance());
+        assert!(matches!(
+            call(instance.as_mut(), "misbehave.echo"),
+            CallOutcome::Done(_)
+        ));
+    }
+
+    #[test]
     fn a_guest_that_spins_past_its_deadline_times_out() {
         let Some(plugin) = misbehave() else { return };
         let mut instance = plugin.factory.instantiate().unwrap();
         let spin = PluginRequest {
             kind: "misbehave.spin",
-            query_index: "7",
+            query_index: &serde_json::Number::from(7),
             client_id: 42,
             attempt: 1,
             payload: "null",
