@@ -88,7 +88,7 @@ pub(crate) fn spawn(batch: Batch, shared: Arc<Shared>, done: UnboundedSender<Mes
                 while let Some(demand) = run.next() {
                     let due = Instant::now() + run.limits.timeout;
                     call.begin(demand.peer.id, due);
-                    let plugin_request = plugin_request(&demand.request);
+                    let plugin_request = plugin_request(&demand.request, lane.kind_index);
                     let called = call_wasm(wasm, &mut instance, &plugin_request, due);
                     let outcome = outcome(context::within(&mut call, called).await);
                     run.settle(demand, outcome, call.seq());
@@ -264,13 +264,14 @@ async fn call_async(handler: &dyn Handler, request: Request, timeout: Duration) 
 
 /// Calls a plugin's jobber on the lane's instance and reads its answer.
 fn call_plugin(lane: &PluginLane, request: &Request, timeout: Duration) -> Outcome {
-    outcome(lane.call(&plugin_request(request), timeout))
+    outcome(lane.call(&plugin_request(request, lane.kind_index), timeout))
 }
 
 /// `request` as a plugin receives it.
-fn plugin_request(request: &Request) -> PluginRequest<'_> {
+fn plugin_request(request: &Request, kind_index: u32) -> PluginRequest<'_> {
     PluginRequest {
         kind: &request.kind,
+        kind_index: Some(kind_index),
         query_index: &request.query_index,
         client_id: request.client_id,
         attempt: request.attempt,

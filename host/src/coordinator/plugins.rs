@@ -38,7 +38,7 @@ impl Coordinator {
             }
         }
         for kind in &plugin.types {
-            let jobber = Jobber::Plugin(Arc::new(PluginLane::new(plugin.clone())));
+            let jobber = Jobber::Plugin(Arc::new(PluginLane::new(plugin.clone(), kind)));
             self.swap_or_add(kind, jobber);
         }
         let action = if old.is_some() {

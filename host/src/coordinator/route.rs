@@ -50,6 +50,8 @@ pub(crate) struct PluginLane {
     /// The plugin's store namespace: its file name without the extension, so the WASM and
     /// the native build of one plugin share their state.
     pub(crate) namespace: Arc<str>,
+    /// The lane's type's position in the plugin's declared types.
+    pub(crate) kind_index: u32,
     /// Only the lane's executor uses it, one call at a time; the lock is never contended.
     instance: Mutex<Option<Box<dyn Instance>>>,
     /// A WASM lane's instance, between its batches: each batch's task takes it for its run.
@@ -57,7 +59,12 @@ pub(crate) struct PluginLane {
 }
 
 impl PluginLane {
-    pub(crate) fn new(plugin: LoadedPlugin) -> Self {
+    /// The lane of `plugin` for `kind`, one of its declared types.
+    pub(crate) fn new(plugin: LoadedPlugin, kind: &str) -> Self {
+        let position = plugin.types.iter().position(|declared| declared == kind);
+        let kind_index = position
+            .and_then(|at| u32::try_from(at).ok())
+            .expect("a lane serves one of its plugin's declared types");
         let namespace = plugin
             .path
             .file_stem()
@@ -65,6 +72,7 @@ impl PluginLane {
         PluginLane {
             plugin,
             namespace: namespace.into(),
+            kind_index,
             instance: Mutex::new(None),
             wasm_instance: Mutex::new(None),
         }

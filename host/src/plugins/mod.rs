@@ -48,6 +48,9 @@ impl PluginKind {
 #[derive(Clone, Debug)]
 pub(crate) struct PluginRequest<'a> {
     pub(crate) kind: &'a str,
+    /// `kind`'s position in the plugin's declared types, which a WASM guest receives instead
+    /// of the name. A lane knows it from the start; `None` leaves the instance to look it up.
+    pub(crate) kind_index: Option<u32>,
     pub(crate) query_index: &'a serde_json::Number,
     pub(crate) client_id: u64,
     pub(crate) attempt: u32,
@@ -253,6 +256,7 @@ pub(crate) mod test_support {
     pub(crate) fn call(instance: &mut dyn Instance, kind: &str, attempt: u32) -> CallOutcome {
         let request = PluginRequest {
             kind,
+            kind_index: None,
             query_index: &serde_json::Number::from(7),
             client_id: 42,
             attempt,

@@ -482,10 +482,17 @@ impl WasmInstance {
         due: Instant,
     ) -> CallOutcome {
         let state = self.store.data_mut();
-        let position = state
-            .types
-            .iter()
-            .position(|declared| declared == request.kind);
+        // A lane's index comes from this plugin's own list, so it needs no check by name.
+        let position = match request.kind_index {
+            Some(at) => usize::try_from(at)
+                .ok()
+                .filter(|&at| at < state.types.len()),
+            None => state
+                .types
+                .iter()
+                .position(|declared| declared == request.kind),
+        };
+        debug_assert!(position.is_none_or(|at| state.types[at] == request.kind));
         let Some(kind) = position.and_then(|at| u32::try_from(at).ok()) else {
             return CallOutcome::Fail(format!(
                 "`{}` is not a type this plugin declared",
@@ -670,6 +677,7 @@ mod tests {
         let mut instance = plugin.factory.instantiate().unwrap();
         let spin = PluginRequest {
             kind: "misbehave.spin",
+            kind_index: None,
             query_index: &serde_json::Number::from(7),
             client_id: 42,
             attempt: 1,
