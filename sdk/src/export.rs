@@ -33,7 +33,9 @@
 /// impl Jobber for Counter {
 ///     const TYPES: &'static [&'static str] = &["cntResponse"];
 ///
-///     fn handle(&mut self, _request: Request) -> Result<Value, JobError> {
+///     type Answer = Value;
+///
+///     fn handle(&mut self, _request: Request) -> Result<Self::Answer, JobError> {
 ///         let cnt = self.next;
 ///         self.next += 1;
 ///         Ok(json!({ "cnt": cnt }))

@@ -7,6 +7,7 @@
 //! on. A panic (or a trap in WASM) is the crash path; the host throws that instance away.
 
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::fmt;
 
 /// One request from a client, owned by the jobber for the duration of the call.
@@ -141,20 +142,30 @@ pub trait Jobber: Default + Send + 'static {
     /// The request types this jobber serves.
     const TYPES: &'static [&'static str];
 
+    /// What [`handle`](Jobber::handle) answers, sent to the client as `resultJob`: a
+    /// `#[derive(Serialize)]` type, or [`serde_json::Value`] for answers built with `json!`.
+    /// A typed answer is written straight to JSON text; a `Value` is first built as a tree
+    /// (a map per object), which costs more per request.
+    type Answer: Serialize;
+
     /// Serves one request; `Ok` is the `resultJob` sent to the client.
     ///
     /// # Errors
     ///
     /// [`JobError::Retry`] to have the request queued again, [`JobError::Fail`] to answer the
     /// client `jobber_failed`, [`JobError::Reject`] to answer it an error code of your own.
-    fn handle(&mut self, request: Request) -> Result<serde_json::Value, JobError>;
+    fn handle(&mut self, request: Request) -> Result<Self::Answer, JobError>;
 }
 
-/// A jobber's answer as JSON text. `serde_json::to_string` writes straight into the string;
-/// `Value`'s `Display` (what `to_string()` calls) goes through a formatter adapter per write.
-pub(crate) fn to_json(value: &serde_json::Value) -> String {
-    // A `Value` always serializes: its map keys are strings.
-    serde_json::to_string(value).unwrap_or_default()
+/// Serves `request` on `jobber` and writes its answer as JSON text, for the WASM and the
+/// native export alike. An answer that does not serialize (a map with non-string keys, a
+/// `Serialize` impl that fails) is a [`JobError::Fail`].
+pub(crate) fn serve<T: Jobber>(jobber: &mut T, request: Request) -> Result<String, JobError> {
+    let answer = jobber.handle(request)?;
+    // `to_string` writes straight into the string; `Value`'s `Display` (what `to_string()`
+    // calls) would go through a formatter adapter per write.
+    serde_json::to_string(&answer)
+        .map_err(|err| JobError::fail(format!("the answer does not serialize to JSON: {err}")))
 }
 
 #[cfg(test)]

@@ -33,8 +33,8 @@ pub fn handle<T: Jobber>(
             "the host asked for a type this plugin does not declare".into(),
         ));
     };
-    match jobber.handle(request) {
-        Ok(value) => Ok(crate::jobber::to_json(&value)),
+    match crate::jobber::serve(jobber, request) {
+        Ok(json) => Ok(json),
         Err(JobError::Retry(reason)) => Err(bindings::JobError::Retry(reason)),
         Err(JobError::Fail(reason)) => Err(bindings::JobError::Fail(reason)),
         Err(JobError::Reject { code, message }) => Err(bindings::JobError::Reject(

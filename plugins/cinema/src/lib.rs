@@ -32,7 +32,9 @@ struct Cinema;
 impl Jobber for Cinema {
     const TYPES: &'static [&'static str] = &["addShow", "buySeats", "refundSeats", "showSeats"];
 
-    fn handle(&mut self, request: Request) -> Result<Value, JobError> {
+    type Answer = Value;
+
+    fn handle(&mut self, request: Request) -> Result<Self::Answer, JobError> {
         let payload = request.payload.as_str();
         match request.kind {
             "addShow" => add_show(payload),

@@ -4,7 +4,7 @@
 //! crash) starts again at 0, like the original's `counter++` closure after a restart.
 
 use resman_sdk::{export_jobber, JobError, Jobber, Request};
-use serde_json::{json, Value};
+use serde::Serialize;
 
 /// Counts the `cntResponse` requests this instance has served.
 #[derive(Default)]
@@ -13,13 +13,21 @@ struct Counter {
     next: u64,
 }
 
+/// The answer, `{"cnt": n}`.
+#[derive(Serialize)]
+struct Count {
+    cnt: u64,
+}
+
 impl Jobber for Counter {
     const TYPES: &'static [&'static str] = &["cntResponse"];
 
-    fn handle(&mut self, _request: Request) -> Result<Value, JobError> {
+    type Answer = Count;
+
+    fn handle(&mut self, _request: Request) -> Result<Self::Answer, JobError> {
         let cnt = self.next;
         self.next += 1;
-        Ok(json!({ "cnt": cnt }))
+        Ok(Count { cnt })
     }
 }
 

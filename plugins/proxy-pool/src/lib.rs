@@ -39,7 +39,9 @@ impl Jobber for ProxyPool {
         "proxyStatus",
     ];
 
-    fn handle(&mut self, request: Request) -> Result<Value, JobError> {
+    type Answer = Value;
+
+    fn handle(&mut self, request: Request) -> Result<Self::Answer, JobError> {
         let payload = request.payload.as_str();
         match request.kind {
             "getProxy" => get_proxy(payload),

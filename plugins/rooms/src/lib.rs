@@ -35,7 +35,9 @@ impl Jobber for Rooms {
     const TYPES: &'static [&'static str] =
         &["addRoom", "bookRoom", "cancelBooking", "roomSchedule"];
 
-    fn handle(&mut self, request: Request) -> Result<Value, JobError> {
+    type Answer = Value;
+
+    fn handle(&mut self, request: Request) -> Result<Self::Answer, JobError> {
         let payload = request.payload.as_str();
         match request.kind {
             "addRoom" => add_room(payload),

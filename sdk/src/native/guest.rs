@@ -107,8 +107,8 @@ fn serve<T: Jobber>(instance: &mut Instance<T>, request: &RequestV1) -> (Status,
                 "the host asked for a type this plugin does not declare".to_owned(),
             );
         };
-        match jobber.handle(request) {
-            Ok(value) => (Status::Ok, crate::jobber::to_json(&value)),
+        match crate::jobber::serve(jobber, request) {
+            Ok(json) => (Status::Ok, json),
             Err(JobError::Retry(reason)) => (Status::Retry, reason),
             Err(JobError::Fail(reason)) => (Status::Fail, reason),
             Err(JobError::Reject { code, message }) => (
@@ -203,7 +203,9 @@ mod tests {
     impl Jobber for Probe {
         const TYPES: &'static [&'static str] = &["t.ok", "t.retry", "t.fail", "t.panic"];
 
-        fn handle(&mut self, request: Request) -> Result<Value, JobError> {
+        type Answer = Value;
+
+        fn handle(&mut self, request: Request) -> Result<Self::Answer, JobError> {
             self.calls += 1;
             host::info(&format!("call {} of {}", self.calls, request.kind));
             match request.kind {
@@ -229,7 +231,9 @@ mod tests {
     impl Jobber for Broken {
         const TYPES: &'static [&'static str] = &["t.broken"];
 
-        fn handle(&mut self, _request: Request) -> Result<Value, JobError> {
+        type Answer = Value;
+
+        fn handle(&mut self, _request: Request) -> Result<Self::Answer, JobError> {
             Ok(Value::Null)
         }
     }
