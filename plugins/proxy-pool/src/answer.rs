@@ -1,10 +1,47 @@
 //! What the plugin answers, shaped from what the pool returned: leases and the pool's
 //! status become the camelCase objects the README documents. A lease's proxy is its grant's
 //! resource id, so no resource data is read.
+//!
+//! The hot pair, `getProxy` and `releaseProxy`, answer typed structs, written straight to
+//! JSON text; the rest build a `Value` with `json!`.
 
 use resman_sdk::pool::{Lease, PoolStatus};
 use resman_sdk::JobError;
+use serde::Serialize;
 use serde_json::{json, Value};
+
+/// Any answer of this plugin.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(crate) enum Answer {
+    Got(Got),
+    Released(Released),
+    Json(Value),
+}
+
+impl From<Value> for Answer {
+    fn from(value: Value) -> Self {
+        Answer::Json(value)
+    }
+}
+
+/// The `getProxy` answer.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Got {
+    proxy: String,
+    lease: String,
+    token: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at_ms: Option<u64>,
+}
+
+/// The `releaseProxy` answer.
+#[derive(Debug, Serialize)]
+pub(crate) struct Released {
+    released: Option<String>,
+    lease: String,
+}
 
 /// The `getProxy` answer: `{"proxy", "lease", "token"}`, and `expiresAtMs` when the lease
 /// has a TTL. Moves the strings out of `lease`; this is the hot path.
@@ -13,7 +50,7 @@ use serde_json::{json, Value};
 ///
 /// `conflict` if the lease is not one proxy of `pool`: the pool answered a request id that
 /// some other acquire used first with that acquire's lease.
-pub(crate) fn got(lease: Lease, pool: &str) -> Result<Value, JobError> {
+pub(crate) fn got(lease: Lease, pool: &str) -> Result<Got, JobError> {
     let grant = match <[_; 1]>::try_from(lease.grants) {
         Ok([grant]) if grant.pool == pool => grant,
         _ => {
@@ -23,16 +60,20 @@ pub(crate) fn got(lease: Lease, pool: &str) -> Result<Value, JobError> {
             ))
         }
     };
-    let mut answer = json!({ "proxy": grant.id, "lease": lease.id, "token": lease.token });
-    if let Some(at) = lease.expires_at_ms {
-        answer["expiresAtMs"] = at.into();
-    }
-    Ok(answer)
+    Ok(Got {
+        proxy: grant.id,
+        lease: lease.id,
+        token: lease.token,
+        expires_at_ms: lease.expires_at_ms,
+    })
 }
 
 /// The `releaseProxy` answer: `{"released": "host:port", "lease"}`.
-pub(crate) fn released(lease: &Lease, pool: &str) -> Value {
-    json!({ "released": proxy_of(lease, pool), "lease": lease.id })
+pub(crate) fn released(lease: Lease, pool: &str) -> Released {
+    Released {
+        released: proxy_of(&lease, pool).map(str::to_owned),
+        lease: lease.id,
+    }
 }
 
 /// The `renewProxy` answer: `{"lease", "expiresAtMs"}`.
@@ -111,9 +152,14 @@ mod tests {
         }
     }
 
+    /// `answer` as the client receives it.
+    fn json_of(answer: impl Serialize) -> Value {
+        serde_json::to_value(answer).unwrap()
+    }
+
     #[test]
     fn got_names_the_proxy_lease_and_token() {
-        let answer = got(lease(&[("proxies", "10.0.0.7:3128")], None), "proxies").unwrap();
+        let answer = json_of(got(lease(&[("proxies", "10.0.0.7:3128")], None), "proxies").unwrap());
         assert_eq!(
             answer,
             json!({ "proxy": "10.0.0.7:3128", "lease": "L1", "token": 42 })
@@ -122,7 +168,7 @@ mod tests {
 
     #[test]
     fn got_adds_the_expiry_when_the_lease_has_a_ttl() {
-        let answer = got(lease(&[("proxies", "a:1")], Some(1_000)), "proxies").unwrap();
+        let answer = json_of(got(lease(&[("proxies", "a:1")], Some(1_000)), "proxies").unwrap());
         assert_eq!(answer["expiresAtMs"], 1_000);
     }
 
@@ -143,7 +189,7 @@ mod tests {
 
     #[test]
     fn released_names_the_proxy_and_lease() {
-        let answer = released(&lease(&[("proxies", "a:1")], None), "proxies");
+        let answer = json_of(released(lease(&[("proxies", "a:1")], None), "proxies"));
         assert_eq!(answer, json!({ "released": "a:1", "lease": "L1" }));
     }
 

@@ -4,7 +4,7 @@
 //! instance of this plugin; the jobber itself keeps no state.
 //!
 //! `getProxy` is the hot path (benchmarked through WASM): one payload parse into a small
-//! struct, one `pool::acquire`, one `json!` built from strings moved out of the lease.
+//! struct, one `pool::acquire`, one typed answer built from strings moved out of the lease.
 //!
 //! # Layout
 //!
@@ -17,6 +17,7 @@ mod answer;
 mod payload;
 mod proxy;
 
+use answer::Answer;
 use payload::Release;
 use resman_sdk::pool::{self, Lease, PoolError, Resource};
 use resman_sdk::{export_jobber, JobError, Jobber, Request};
@@ -39,23 +40,23 @@ impl Jobber for ProxyPool {
         "proxyStatus",
     ];
 
-    type Answer = Value;
+    type Answer = Answer;
 
     fn handle(&mut self, request: Request) -> Result<Self::Answer, JobError> {
         let payload = request.payload.as_str();
         match request.kind {
-            "getProxy" => get_proxy(payload),
-            "addProxy" => add_proxy(payload),
-            "releaseProxy" => release_proxy(payload),
-            "renewProxy" => renew_proxy(payload),
-            "removeProxy" => remove_proxy(payload),
-            "proxyStatus" => proxy_status(payload),
+            "getProxy" => get_proxy(payload).map(Answer::Got),
+            "addProxy" => add_proxy(payload).map(Answer::from),
+            "releaseProxy" => release_proxy(payload).map(Answer::Released),
+            "renewProxy" => renew_proxy(payload).map(Answer::from),
+            "removeProxy" => remove_proxy(payload).map(Answer::from),
+            "proxyStatus" => proxy_status(payload).map(Answer::from),
             other => Err(JobError::fail(format!("proxy-pool does not serve {other}"))),
         }
     }
 }
 
-fn get_proxy(payload: &str) -> Result<Value, JobError> {
+fn get_proxy(payload: &str) -> Result<answer::Got, JobError> {
     let acquire = payload::get_proxy(payload)?.into_acquire(POOL);
     let lease = pool::acquire(&acquire).map_err(|err| match err {
         PoolError::UnknownPool(_) => JobError::reject("unavailable", "no proxies were added"),
@@ -73,7 +74,7 @@ fn add_proxy(payload: &str) -> Result<Value, JobError> {
     Ok(json!({ "added": added }))
 }
 
-fn release_proxy(payload: &str) -> Result<Value, JobError> {
+fn release_proxy(payload: &str) -> Result<answer::Released, JobError> {
     let lease = match payload::release_proxy(payload)? {
         Release::Proxy(proxy) => pool::release_resource(POOL, &proxy)?,
         Release::Lease(lease) => {
@@ -81,7 +82,7 @@ fn release_proxy(payload: &str) -> Result<Value, JobError> {
             pool::release(&lease)?
         }
     };
-    Ok(answer::released(&lease, POOL))
+    Ok(answer::released(lease, POOL))
 }
 
 fn renew_proxy(payload: &str) -> Result<Value, JobError> {
