@@ -143,6 +143,20 @@ async fn a_plugin_claiming_a_served_type_is_refused_naming_both_files() {
     );
     assert_eq!(counts(&mut conn, 1).await, vec![1]);
     assert_eq!(listed(&listing, "a-counter.wasm").unwrap()["kind"], "wasm");
+
+    // Once its rival is gone, the refused file serves, as it would after a restart.
+    dir.remove("a-counter.wasm");
+    let listing = conn
+        .wait_plugins(|l| listed(l, "b-counter.so").is_some())
+        .await;
+    assert!(refused(&listing, "b-counter.so").is_none(), "{listing}");
+    assert!(listed(&listing, "a-counter.wasm").is_none(), "{listing}");
+    assert_eq!(listed(&listing, "b-counter.so").unwrap()["kind"], "native");
+    assert_eq!(
+        counts(&mut conn, 2).await,
+        vec![0, 1],
+        "a fresh native counter"
+    );
 }
 
 #[tokio::test]

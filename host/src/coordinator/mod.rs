@@ -44,6 +44,9 @@ pub(crate) struct Coordinator {
     plugins: BTreeMap<PathBuf, crate::plugins::LoadedPlugin>,
     /// Files that failed to load or clashed, with why; until they load or go away.
     refused: BTreeMap<PathBuf, String>,
+    /// The refused files that loaded but declare a type another file serves, kept loaded so
+    /// that they serve as soon as the clash is gone, as they would after a restart.
+    clashing: BTreeMap<PathBuf, crate::plugins::LoadedPlugin>,
     /// Lanes that may have a batch to hand out.
     ready: Vec<Arc<str>>,
     next_generation: u64,
@@ -70,6 +73,7 @@ impl Coordinator {
             routes: HashMap::default(),
             plugins: BTreeMap::new(),
             refused: BTreeMap::new(),
+            clashing: BTreeMap::new(),
             ready: Vec::new(),
             next_generation: 0,
             shared: Arc::new(Shared {

@@ -18,7 +18,26 @@ impl Coordinator {
             PluginEvent::Loaded(plugin) => self.register(plugin),
             PluginEvent::Removed(path) => self.unregister(&path),
             PluginEvent::Refused { path, error } => {
+                self.clashing.remove(&path);
                 self.refused.insert(path, error);
+            }
+        }
+        self.retry_clashing();
+    }
+
+    /// Registers the clashing files whose types are free now (their rival was removed or
+    /// replaced by a version without the type), in path order.
+    fn retry_clashing(&mut self) {
+        let free: Vec<_> = self
+            .clashing
+            .values()
+            .filter(|plugin| self.clash(plugin).is_none())
+            .map(|plugin| plugin.path.clone())
+            .collect();
+        for path in free {
+            // An earlier file of this round may have taken a type; `register` checks again.
+            if let Some(plugin) = self.clashing.remove(&path) {
+                self.register(plugin);
             }
         }
     }
@@ -27,10 +46,12 @@ impl Coordinator {
         let file = plugin.path.display().to_string();
         if let Some(clash) = self.clash(&plugin) {
             tracing::error!(file, error = %clash, "plugin refused; what was serving keeps serving");
-            self.refused.insert(plugin.path, clash);
+            self.refused.insert(plugin.path.clone(), clash);
+            self.clashing.insert(plugin.path.clone(), plugin);
             return;
         }
         self.refused.remove(&plugin.path);
+        self.clashing.remove(&plugin.path);
         let old = self.plugins.insert(plugin.path.clone(), plugin.clone());
         if let Some(old) = &old {
             for kind in old.types.iter().filter(|k| !plugin.types.contains(k)) {
@@ -88,6 +109,7 @@ impl Coordinator {
 
     fn unregister(&mut self, path: &Path) {
         self.refused.remove(path);
+        self.clashing.remove(path);
         let Some(plugin) = self.plugins.remove(path) else {
             return;
         };
