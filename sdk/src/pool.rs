@@ -302,6 +302,12 @@ pub mod args {
     }
 
     #[derive(Serialize, Deserialize)]
+    pub struct InPool {
+        pub pool: String,
+        pub lease: String,
+    }
+
+    #[derive(Serialize, Deserialize)]
     pub struct ByResource {
         pub pool: String,
         pub id: String,
@@ -355,6 +361,18 @@ pub fn acquire(request: &AcquireRequest) -> Result<Lease, PoolError> {
 /// [`PoolError::UnknownLease`] when no such lease is held.
 pub fn release(lease: &str) -> Result<Lease, PoolError> {
     imp::release(lease)
+}
+
+/// Releases lease `lease` only if every resource it holds is in `pool`; returns it as it
+/// was. A plugin ends the leases of its own pool this way in one call, so it cannot end a
+/// lease of another plugin's pool and needs no [`lease`] call first to check.
+///
+/// # Errors
+///
+/// [`PoolError::UnknownLease`] when no such lease is held, or it holds resources of another
+/// pool (it is left as it is).
+pub fn release_in(pool: &str, lease: &str) -> Result<Lease, PoolError> {
+    imp::release_in(pool, lease)
 }
 
 /// Releases the lease that holds resource `id` of `pool`; returns it as it was.
@@ -421,6 +439,14 @@ mod imp {
 
     pub(super) fn release(lease: &str) -> Result<Lease, PoolError> {
         call("pools.release", &by_lease(lease))
+    }
+
+    pub(super) fn release_in(pool: &str, lease: &str) -> Result<Lease, PoolError> {
+        let args = args::InPool {
+            pool: pool.to_owned(),
+            lease: lease.to_owned(),
+        };
+        call("pools.release-in", &args)
     }
 
     pub(super) fn release_resource(pool: &str, id: &str) -> Result<Lease, PoolError> {
@@ -539,6 +565,10 @@ mod imp {
 
     pub(super) fn release(lease: &str) -> Result<Lease, PoolError> {
         wit::release(lease).map(lease_of).map_err(error)
+    }
+
+    pub(super) fn release_in(pool: &str, lease: &str) -> Result<Lease, PoolError> {
+        wit::release_in(pool, lease).map(lease_of).map_err(error)
     }
 
     pub(super) fn release_resource(pool: &str, id: &str) -> Result<Lease, PoolError> {

@@ -603,3 +603,32 @@ async fn rooms_are_booked_without_overlaps_and_bookings_survive_a_restart() {
     );
     host.shutdown().await.expect("clean shutdown");
 }
+
+/// A lease of another plugin's pool is not a proxy lease: `releaseProxy` answers `not_found`
+/// and the lease stays held.
+#[tokio::test]
+async fn release_proxy_cannot_end_a_lease_of_another_pool() {
+    for file in ["proxy-pool.wasm", "proxy-pool.so"] {
+        let setup = Setup::new(&[file, "pool-probe.wasm"]);
+        let host = setup.start().await;
+        let mut conn = host.raw().await;
+        add_proxies(&mut conn, &["10.0.0.1:3128"]).await;
+        ask(
+            &mut conn,
+            "probe.add",
+            json!({ "pool": "seats", "ids": ["A1"] }),
+        )
+        .await;
+        let ticket = ask(
+            &mut conn,
+            "probe.acquire",
+            json!({ "wants": [{ "pool": "seats", "count": 1 }] }),
+        )
+        .await;
+        let refused = ask(&mut conn, "releaseProxy", json!({ "lease": ticket["id"] })).await;
+        assert_eq!(error_code(&refused), "not_found", "{file}: {refused}");
+        let seats = ask(&mut conn, "probe.status", json!({ "pool": "seats" })).await;
+        assert_eq!(seats["held"][0]["lease"], ticket["id"], "{file}: {seats}");
+        host.shutdown().await.expect("clean shutdown");
+    }
+}

@@ -70,6 +70,11 @@ pub(crate) fn release(lease: &str) -> Result<LeaseView, PoolError> {
     pooled(|call| call.pools.release(lease))
 }
 
+pub(crate) fn release_in(pool: &str, lease: &str) -> Result<LeaseView, PoolError> {
+    let lease = lease_id(lease)?;
+    pooled(|call| call.pools.release_in(pool, lease))
+}
+
 pub(crate) fn release_resource(pool: &str, id: &str) -> Result<LeaseView, PoolError> {
     pooled(|call| call.pools.release_resource(pool, id))
 }
@@ -157,6 +162,9 @@ pub(crate) fn call_json(op: &str, args: &[u8]) -> JsonAnswer {
         "pools.release" => {
             pool_op(parse(op, args).map(|a: sdk::args::ByLease| answer(release(&a.lease))))
         }
+        "pools.release-in" => pool_op(
+            parse(op, args).map(|a: sdk::args::InPool| answer(release_in(&a.pool, &a.lease))),
+        ),
         "pools.release-resource" => pool_op(
             parse(op, args)
                 .map(|a: sdk::args::ByResource| answer(release_resource(&a.pool, &a.id))),

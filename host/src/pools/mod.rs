@@ -374,6 +374,14 @@ impl Pools {
         self.run(|state, now, log, woken| state.release(lease, now, log, woken))
     }
 
+    pub(crate) fn release_in(
+        &self,
+        pool: &str,
+        lease: LeaseId,
+    ) -> Result<(LeaseView, u64), PoolError> {
+        self.run(|state, now, log, woken| state.release_in(pool, lease, now, log, woken))
+    }
+
     pub(crate) fn release_resource(
         &self,
         pool: &str,

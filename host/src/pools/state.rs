@@ -670,6 +670,29 @@ impl State {
         Ok(view)
     }
 
+    /// Ends a lease only if every resource it holds is in `pool`; any other lease is
+    /// `unknown_lease` here and stays as it is. A plugin ends the leases of its own pool this
+    /// way in one step, rather than reading the lease first to check it.
+    pub(crate) fn release_in(
+        &mut self,
+        pool: &str,
+        lease: LeaseId,
+        now_ms: u64,
+        log: &mut Vec<Record>,
+        woken: &mut Vec<Woken>,
+    ) -> Result<LeaseView, PoolError> {
+        let held = self
+            .leases
+            .get(&lease)
+            .ok_or_else(|| unknown_lease(lease))?;
+        if held.resources.is_empty() || held.resources.iter().any(|(of, _)| of != pool) {
+            return Err(PoolError::UnknownLease(format!(
+                "lease {lease} is not a lease of pool {pool}"
+            )));
+        }
+        self.release(lease, now_ms, log, woken)
+    }
+
     /// Ends the lease that holds a resource.
     pub(crate) fn release_resource(
         &mut self,

@@ -77,10 +77,8 @@ fn add_proxy(payload: &str) -> Result<Value, JobError> {
 fn release_proxy(payload: &str) -> Result<answer::Released, JobError> {
     let lease = match payload::release_proxy(payload)? {
         Release::Proxy(proxy) => pool::release_resource(POOL, &proxy)?,
-        Release::Lease(lease) => {
-            proxy_lease(&lease)?;
-            pool::release(&lease)?
-        }
+        // The host refuses a lease of another pool (a cinema ticket, say) as not held.
+        Release::Lease(lease) => pool::release_in(POOL, &lease)?,
     };
     Ok(answer::released(lease, POOL))
 }

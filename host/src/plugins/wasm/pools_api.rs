@@ -103,6 +103,10 @@ impl wit::Host for StoreState {
         api::release(&id).map(lease).map_err(error)
     }
 
+    fn release_in(&mut self, pool: String, id: String) -> Answer<wit::Lease> {
+        api::release_in(&pool, &id).map(lease).map_err(error)
+    }
+
     fn release_resource(&mut self, pool: String, id: String) -> Answer<wit::Lease> {
         api::release_resource(&pool, &id).map(lease).map_err(error)
     }

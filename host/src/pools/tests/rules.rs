@@ -390,3 +390,38 @@ fn store_keys_and_values_have_size_limits() {
     assert_eq!(t.log.len(), 1, "refused writes are not journaled");
     assert_eq!(t.state.kv_keys("ns", ""), [key]);
 }
+
+#[test]
+fn release_in_ends_only_leases_wholly_of_its_pool() {
+    let mut t = with_pool(&["r0"]);
+    t.add("q", &["s0"]);
+    let mine = t.grant(1, AcquireRequest::count("p", 1));
+    let theirs = t.grant(1, AcquireRequest::count("q", 1));
+    let both = AcquireRequest::of(vec![Want::count("p", 1), Want::count("q", 1)]);
+    t.add("p", &["r1"]);
+    t.add("q", &["s1"]);
+    let mixed = t.grant(1, both);
+    let records = t.log.len();
+    for lease in [theirs.id, mixed.id, 42] {
+        let refused = t
+            .state
+            .release_in("p", lease, t.now, &mut t.log, &mut t.woken);
+        assert_eq!(
+            kind(&refused.unwrap_err()),
+            "unknown_lease",
+            "lease {lease}"
+        );
+    }
+    assert_eq!(t.log.len(), records, "nothing was released");
+    let released = t
+        .state
+        .release_in("p", mine.id, t.now, &mut t.log, &mut t.woken)
+        .unwrap();
+    assert_eq!(released, mine);
+    assert_eq!(t.free("p"), ["r0"]);
+    assert_eq!(
+        t.state.holdings().len(),
+        3,
+        "the other leases hold their three"
+    );
+}
