@@ -79,6 +79,20 @@ struct Inner {
     committer_idle: bool,
 }
 
+/// A wake the committer is owed by an operation, sent once the operation has released the
+/// pools lock: woken under the lock, the committer would only block again on the lock its
+/// waker still holds (a second sleep and wake per commit).
+#[must_use = "send it once the lock is released"]
+struct WakeCommitter(bool);
+
+impl WakeCommitter {
+    fn send(self, pools: &Pools) {
+        if self.0 {
+            pools.work.notify_one();
+        }
+    }
+}
+
 impl Pools {
     /// Pools in memory only: lost at exit, answers never wait for a disk.
     pub(crate) fn in_memory() -> Arc<Pools> {
@@ -182,14 +196,18 @@ impl Pools {
             state, log, woken, ..
         } = &mut *inner;
         let result = op(state, crate::plugins::now_ms(), log, woken);
-        self.settle(&mut inner, before);
+        let wake = self.settle(&mut inner, before);
         let seq = inner.seq;
+        drop(inner);
+        wake.send(self);
         result.map(|value| (value, seq))
     }
 
     /// After an operation: its records to the journal buffer, its woken waiters answered,
-    /// the expiry thread told of a sooner deadline.
-    fn settle(&self, inner: &mut Inner, expiry_before: Option<u64>) {
+    /// the expiry thread told of a sooner deadline. Returns the committer's wake, for the
+    /// caller to send once it has released the lock.
+    fn settle(&self, inner: &mut Inner, expiry_before: Option<u64>) -> WakeCommitter {
+        let mut wake = WakeCommitter(false);
         if !inner.log.is_empty() {
             if self.persistent {
                 let Inner {
@@ -203,7 +221,7 @@ impl Pools {
                     // One wake per sleep: the operations that follow until the committer runs
                     // find it already woken.
                     inner.committer_idle = false;
-                    self.work.notify_one();
+                    wake = WakeCommitter(true);
                 }
             } else {
                 inner.log.clear();
@@ -219,6 +237,7 @@ impl Pools {
         if after.is_some() && (expiry_before.is_none() || after < expiry_before) {
             self.clock.notify_one();
         }
+        wake
     }
 
     /// Adds resources (`(id, data JSON text)`).
@@ -335,10 +354,13 @@ impl Pools {
             }
             _ => None,
         };
-        self.settle(&mut inner, before);
+        let wake = self.settle(&mut inner, before);
+        let seq = inner.seq;
+        drop(inner);
+        wake.send(self);
         match (acquired?, answered) {
             (Acquired::Waiting(id), Some(answered)) => Ok(Begun::Waiting { id, wait, answered }),
-            (Acquired::Granted(lease), _) => Ok(Begun::Granted(lease, inner.seq)),
+            (Acquired::Granted(lease), _) => Ok(Begun::Granted(lease, seq)),
             (Acquired::Waiting(_), None) => unreachable!("a waiter has a channel"),
         }
     }
@@ -441,7 +463,9 @@ impl Pools {
         let mut inner = self.lock();
         let err = PoolError::Unavailable("the host is shutting down".into());
         inner.woken = inner.state.drop_waiters(&err);
-        self.settle(&mut inner, None);
+        let wake = self.settle(&mut inner, None);
+        drop(inner);
+        wake.send(self);
     }
 
     /// Ends every wait, writes what is buffered, and stops the threads. Answers held for
@@ -472,7 +496,8 @@ impl Pools {
                 } = &mut *inner;
                 state.expire(now, log, woken);
             }
-            self.settle(&mut inner, before);
+            // The lock is kept for the wait below; a rare wake under it costs little here.
+            self.settle(&mut inner, before).send(&self);
             let sleep = inner
                 .state
                 .next_expiry()
