@@ -68,6 +68,7 @@ pub(crate) fn spawn(batch: Batch, shared: Arc<Shared>, done: UnboundedSender<Mes
     match batch.jobber.clone() {
         Jobber::InProcess(handler) => {
             tokio::spawn(async move {
+                let _running = shared.pools.batch_running();
                 let mut run = Run::new(&batch, &shared);
                 while let Some(demand) = run.next() {
                     let outcome =
@@ -80,6 +81,7 @@ pub(crate) fn spawn(batch: Batch, shared: Arc<Shared>, done: UnboundedSender<Mes
         }
         Jobber::Plugin(lane) if lane.plugin.factory.wasm().is_some() => {
             tokio::spawn(async move {
+                let _running = shared.pools.batch_running();
                 let wasm = lane.plugin.factory.wasm().expect("a WASM lane");
                 let mut run = Run::new(&batch, &shared);
                 let mut call =
@@ -99,6 +101,7 @@ pub(crate) fn spawn(batch: Batch, shared: Arc<Shared>, done: UnboundedSender<Mes
         }
         Jobber::Plugin(lane) => {
             tokio::task::spawn_blocking(move || {
+                let _running = shared.pools.batch_running();
                 let mut run = Run::new(&batch, &shared);
                 let call = context::enter(Arc::clone(&shared.pools), Arc::clone(&lane.namespace));
                 while let Some(demand) = run.next() {

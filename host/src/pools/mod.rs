@@ -20,6 +20,7 @@
 pub(crate) mod api;
 pub(crate) mod context;
 pub(crate) mod durability;
+pub(crate) mod gather;
 mod journal;
 pub(crate) mod record;
 pub(crate) mod state;
@@ -54,6 +55,8 @@ pub(crate) struct Pools {
     /// Wakes the expiry thread: a sooner deadline, or stopping.
     clock: Condvar,
     durability: Durability,
+    /// The running batches the committer waits for before a sync.
+    gather: gather::Gather,
     /// Whether there is a journal (a data folder).
     persistent: bool,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -150,6 +153,7 @@ impl Pools {
             work: Condvar::new(),
             clock: Condvar::new(),
             durability: Durability::default(),
+            gather: gather::Gather::default(),
             persistent,
             threads: Mutex::new(Vec::new()),
         }
@@ -179,6 +183,12 @@ impl Pools {
     /// Where answers wait for their seq.
     pub(crate) fn durability(&self) -> &Durability {
         &self.durability
+    }
+
+    /// Counts a lane's batch as running while the guard lives, so that the committer
+    /// gathers its records into one sync (see [`gather`]).
+    pub(crate) fn batch_running(&self) -> gather::Running<'_> {
+        self.gather.batch()
     }
 
     /// Runs one operation under the lock, journals its records and answers the waiters it
@@ -516,6 +526,7 @@ impl Pools {
     /// into a snapshot when it grows large.
     fn commit_loop(self: Arc<Self>, folder: Folder, mut journal: Journal) {
         let mut frames = Vec::new();
+        self.gather.register_committer();
         loop {
             let (seq, snapshot) = {
                 let mut inner = self.lock();
@@ -528,6 +539,11 @@ impl Pools {
                 }
                 if inner.frames.is_empty() {
                     return;
+                }
+                if !inner.stopping {
+                    drop(inner);
+                    self.gather.wait(gather::GATHER_CAP);
+                    inner = self.lock();
                 }
                 std::mem::swap(&mut frames, &mut inner.frames);
                 let full = journal.len + frames.len() as u64 >= journal::COMPACT_AT_BYTES;
