@@ -73,6 +73,12 @@ enum Op {
         pick: Index,
         stale: bool,
     },
+    /// Releases a lease only if it is wholly of `pool`.
+    ReleaseIn {
+        pool: usize,
+        pick: Index,
+        stale: bool,
+    },
     ReleaseResource {
         pool: usize,
         id: usize,
@@ -114,6 +120,7 @@ enum Call {
     Acquire(AcquireSpec),
     Cancel(WaiterId),
     Release(LeaseId),
+    ReleaseIn(String, LeaseId),
     ReleaseResource(String, String),
     Renew(LeaseId, u64),
     Advance(u64),
@@ -145,6 +152,14 @@ impl Op {
             Op::Release { pick: index, stale } => {
                 Call::Release(pick(index, leases(), model.next_lease, *stale))
             }
+            Op::ReleaseIn {
+                pool,
+                pick: index,
+                stale,
+            } => Call::ReleaseIn(
+                POOLS[*pool].into(),
+                pick(index, leases(), model.next_lease, *stale),
+            ),
             Op::ReleaseResource { pool, id } => {
                 Call::ReleaseResource(POOLS[*pool].into(), rid(*id))
             }
@@ -297,6 +312,7 @@ impl Model {
             Call::Acquire(spec) => self.acquire(spec),
             Call::Cancel(waiter) => self.cancel(*waiter, woken),
             Call::Release(lease) => self.release(*lease, woken),
+            Call::ReleaseIn(pool, lease) => self.release_in(pool, *lease, woken),
             Call::ReleaseResource(pool, id) => self.release_resource(pool, id, woken),
             Call::Renew(lease, ttl) => self.renew(*lease, *ttl),
             Call::Advance(ms) => {
@@ -516,6 +532,16 @@ impl Model {
         Answer::Lease(seen)
     }
 
+    fn release_in(&mut self, pool: &str, lease: LeaseId, woken: &mut Answered) -> Answer {
+        let Some(held) = self.leases.get(&lease) else {
+            return Answer::Failed("unknown_lease");
+        };
+        if held.resources.iter().any(|(of, _)| of != pool) {
+            return Answer::Failed("unknown_lease");
+        }
+        self.release(lease, woken)
+    }
+
     fn release_resource(&mut self, pool: &str, id: &str, woken: &mut Answered) -> Answer {
         let Some(entry) = self.pools.get(pool) else {
             return Answer::Failed("unknown_pool");
@@ -698,6 +724,10 @@ impl Run {
             Call::Release(lease) => answer(state.release(*lease, now, log, woken), |view| {
                 Answer::Lease(Seen::of(&view))
             }),
+            Call::ReleaseIn(pool, lease) => {
+                let released = state.release_in(pool, *lease, now, log, woken);
+                answer(released, |view| Answer::Lease(Seen::of(&view)))
+            }
             Call::ReleaseResource(pool, id) => {
                 let released = state.release_resource(pool, id, now, log, woken);
                 answer(released, |view| Answer::Lease(Seen::of(&view)))
@@ -958,6 +988,7 @@ fn op() -> impl Strategy<Value = Op> {
         10 => acquire().prop_map(Op::Acquire),
         1 => pick().prop_map(|(pick, stale)| Op::Cancel { pick, stale }),
         5 => pick().prop_map(|(pick, stale)| Op::Release { pick, stale }),
+        2 => (0..3usize, pick()).prop_map(|(pool, (pick, stale))| Op::ReleaseIn { pool, pick, stale }),
         1 => (0..3usize, 0..4usize).prop_map(|(pool, id)| Op::ReleaseResource { pool, id }),
         1 => (any::<Index>(), 0..60u64).prop_map(|(pick, ttl)| Op::Renew { pick, ttl }),
         3 => (0..40u64).prop_map(Op::Advance),
