@@ -157,6 +157,10 @@ pub trait Jobber: Default + Send + 'static {
     fn handle(&mut self, request: Request) -> Result<Self::Answer, JobError>;
 }
 
+/// The failure a guest answers for a request of a type its jobber does not declare (the host
+/// never sends one; a mismatched host might).
+pub(crate) const UNDECLARED_TYPE: &str = "the host asked for a type this plugin does not declare";
+
 /// Serves `request` on `jobber` and writes its answer as JSON text, for the WASM and the
 /// native export alike. An answer that does not serialize (a map with non-string keys, a
 /// `Serialize` impl that fails) is a [`JobError::Fail`].

@@ -30,7 +30,7 @@ pub fn handle<T: Jobber>(
     let jobber = slot.get_or_insert_with(T::default);
     let Some(request) = owned_request::<T>(request) else {
         return Err(bindings::JobError::Fail(
-            "the host asked for a type this plugin does not declare".into(),
+            crate::jobber::UNDECLARED_TYPE.into(),
         ));
     };
     match crate::jobber::serve(jobber, request) {

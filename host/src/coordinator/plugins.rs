@@ -58,8 +58,8 @@ impl Coordinator {
                 self.remove_route(kind);
             }
         }
-        for kind in &plugin.types {
-            let jobber = Jobber::Plugin(Arc::new(PluginLane::new(plugin.clone(), kind)));
+        for (kind, kind_index) in plugin.types.iter().zip(0..) {
+            let jobber = Jobber::Plugin(Arc::new(PluginLane::new(plugin.clone(), kind_index)));
             self.swap_or_add(kind, jobber);
         }
         let action = if old.is_some() {

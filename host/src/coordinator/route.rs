@@ -59,12 +59,8 @@ pub(crate) struct PluginLane {
 }
 
 impl PluginLane {
-    /// The lane of `plugin` for `kind`, one of its declared types.
-    pub(crate) fn new(plugin: LoadedPlugin, kind: &str) -> Self {
-        let position = plugin.types.iter().position(|declared| declared == kind);
-        let kind_index = position
-            .and_then(|at| u32::try_from(at).ok())
-            .expect("a lane serves one of its plugin's declared types");
+    /// The lane of `plugin` for its declared type at position `kind_index`.
+    pub(crate) fn new(plugin: LoadedPlugin, kind_index: u32) -> Self {
         let namespace = plugin
             .path
             .file_stem()

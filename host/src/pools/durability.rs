@@ -70,10 +70,8 @@ impl Durability {
             let mut gate = self.lock();
             gate.durable = gate.durable.max(seq);
             let durable = gate.durable;
-            let (due, held): (Vec<_>, Vec<_>) =
-                gate.held.drain(..).partition(|(at, _)| *at <= durable);
-            gate.held = held;
-            due.into_iter().map(|(_, answer)| answer).collect()
+            let due = gate.held.extract_if(.., |(at, _)| *at <= durable);
+            due.map(|(_, answer)| answer).collect()
         };
         self.release(due, Ok(()));
     }

@@ -206,11 +206,18 @@ impl Pools {
             state, log, woken, ..
         } = &mut *inner;
         let result = op(state, crate::plugins::now_ms(), log, woken);
-        let wake = self.settle(&mut inner, before);
+        let seq = self.finish(inner, before);
+        result.map(|value| (value, seq))
+    }
+
+    /// [`settle`](Self::settle)s an operation, releases the lock, then wakes the committer if
+    /// it is owed a wake; returns the seq the operation's answer must wait for.
+    fn finish(&self, mut inner: MutexGuard<'_, Inner>, expiry_before: Option<u64>) -> u64 {
+        let wake = self.settle(&mut inner, expiry_before);
         let seq = inner.seq;
         drop(inner);
         wake.send(self);
-        result.map(|value| (value, seq))
+        seq
     }
 
     /// After an operation: its records to the journal buffer, its woken waiters answered,
@@ -364,10 +371,7 @@ impl Pools {
             }
             _ => None,
         };
-        let wake = self.settle(&mut inner, before);
-        let seq = inner.seq;
-        drop(inner);
-        wake.send(self);
+        let seq = self.finish(inner, before);
         match (acquired?, answered) {
             (Acquired::Waiting(id), Some(answered)) => Ok(Begun::Waiting { id, wait, answered }),
             (Acquired::Granted(lease), _) => Ok(Begun::Granted(lease, seq)),
@@ -473,9 +477,7 @@ impl Pools {
         let mut inner = self.lock();
         let err = PoolError::Unavailable("the host is shutting down".into());
         inner.woken = inner.state.drop_waiters(&err);
-        let wake = self.settle(&mut inner, None);
-        drop(inner);
-        wake.send(self);
+        self.finish(inner, None);
     }
 
     /// Ends every wait, writes what is buffered, and stops the threads. Answers held for

@@ -102,10 +102,7 @@ fn serve<T: Jobber>(instance: &mut Instance<T>, request: &RequestV1) -> (Status,
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: `request`'s bytes are readable for this call, per `handle`'s contract.
         let Some(request) = (unsafe { owned_request::<T>(request) }) else {
-            return (
-                Status::Fail,
-                "the host asked for a type this plugin does not declare".to_owned(),
-            );
+            return (Status::Fail, crate::jobber::UNDECLARED_TYPE.to_owned());
         };
         match crate::jobber::serve(jobber, request) {
             Ok(json) => (Status::Ok, json),

@@ -218,9 +218,9 @@ impl WasmRuntime {
     }
 }
 
-/// Cranelift, components, async calls, epochs. Instances use on-demand allocation, not the pooling
-/// allocator: each lane keeps its instance for many calls, so faster instantiation would buy
-/// little, and pooling needs fixed totals (instances, memories) decided up front.
+/// Cranelift, components, async calls, epochs. Instances use on-demand allocation, not the
+/// pooling allocator: each lane keeps its instance for many calls, so faster instantiation
+/// would buy little, and pooling needs fixed totals (instances, memories) decided up front.
 fn engine_config() -> Config {
     let mut config = Config::new();
     config
