@@ -12,6 +12,10 @@ use std::sync::Arc;
 /// A lease's number; clients see it as a decimal string.
 pub(crate) type LeaseId = u64;
 
+/// A pool name or resource id as the state keeps it: shared, so that a grant hands the same
+/// text to its lease, record and view without copying it.
+pub(crate) type Name = Arc<str>;
+
 /// One effect on the state. [`super::state::State::apply`] is the only code that changes the
 /// state, for live operations and replay alike.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -53,7 +57,7 @@ pub(crate) struct GrantRecord {
     pub(crate) on_disconnect: bool,
     pub(crate) request_id: Option<String>,
     /// (pool, resource id) pairs.
-    pub(crate) resources: Vec<(String, String)>,
+    pub(crate) resources: Vec<(Name, Name)>,
 }
 
 /// Resource data: JSON text, validated once when it is added, shared and never re-parsed on

@@ -10,11 +10,12 @@
 //! Waiters are the one part not journaled: a waiting acquire belongs to a live request, and a
 //! restart ends every request.
 
-use super::record::{Data, GrantRecord, LeaseId, Record};
+use super::record::{Data, GrantRecord, LeaseId, Name, Record};
 use super::view::{GrantView, HeldView, LeaseView, ResourceView, StatusView};
 use resman_sdk::pool::{AcquireRequest, PoolError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 /// Maps and sets keyed by pool names, resource ids and lease numbers: foldhash is several
 /// times faster than the default SipHash on short keys and still seeded per process.
@@ -51,7 +52,9 @@ pub(crate) enum Acquired {
 /// Every pool, lease and store, and the waiters.
 #[derive(Debug)]
 pub(crate) struct State {
-    pools: HashMap<String, Pool>,
+    /// Pool names and resource ids are shared ([`Name`]): a grant, its lease, its record and
+    /// its view hold the same text, so the grant path copies pointers, not strings.
+    pools: HashMap<Name, Pool>,
     leases: HashMap<LeaseId, Lease>,
     /// Request id → the lease it granted, live or ended.
     requests: HashMap<String, LeaseId>,
@@ -74,9 +77,9 @@ pub(crate) struct State {
 
 #[derive(Debug, Default)]
 struct Pool {
-    resources: HashMap<String, Resource>,
+    resources: HashMap<Name, Resource>,
     /// free_key → id, in grant order.
-    free: BTreeMap<u64, String>,
+    free: BTreeMap<u64, Name>,
     /// Waiters that want this pool.
     waiting: u32,
 }
@@ -96,7 +99,8 @@ struct Lease {
     expires_at_ms: Option<u64>,
     on_disconnect: bool,
     request_id: Option<String>,
-    resources: Vec<(String, String)>,
+    /// What it holds, with each resource's data: a view of the lease is these, shared.
+    grants: Arc<[GrantView]>,
 }
 
 #[derive(Debug)]
@@ -159,11 +163,15 @@ impl State {
         match record {
             Record::Add { pool, resources } => {
                 let clock = &mut self.free_clock;
-                let entry = self.pools.entry(pool.clone()).or_default();
+                if !self.pools.contains_key(pool.as_str()) {
+                    self.pools.insert(pool.as_str().into(), Pool::default());
+                }
+                let entry = self.pools.get_mut(pool.as_str()).expect("made above");
                 for (id, data) in resources {
-                    if entry.resources.contains_key(id) {
+                    if entry.resources.contains_key(id.as_str()) {
                         return Err(format!("resource {id} added twice to pool {pool}"));
                     }
+                    let id: Name = id.as_str().into();
                     *clock += 1;
                     entry.free.insert(*clock, id.clone());
                     let resource = Resource {
@@ -171,18 +179,18 @@ impl State {
                         held_by: None,
                         free_key: *clock,
                     };
-                    entry.resources.insert(id.clone(), resource);
+                    entry.resources.insert(id, resource);
                 }
             }
             Record::Remove { pool, id } => {
                 let entry = self
                     .pools
-                    .get_mut(pool)
+                    .get_mut(pool.as_str())
                     .ok_or_else(|| format!("remove from unknown pool {pool}"))?;
-                match entry.resources.get(id) {
+                match entry.resources.get(id.as_str()) {
                     Some(resource) if resource.held_by.is_none() => {
                         entry.free.remove(&resource.free_key);
-                        entry.resources.remove(id);
+                        entry.resources.remove(id.as_str());
                     }
                     _ => return Err(format!("remove of {pool}/{id}, which is not free")),
                 }
@@ -193,16 +201,19 @@ impl State {
                     .leases
                     .remove(lease)
                     .ok_or_else(|| format!("release of unknown lease {lease}"))?;
-                for (pool, id) in &ended.resources {
-                    let entry = self.pools.get_mut(pool).expect("a lease's pools exist");
+                for grant in ended.grants.iter() {
+                    let entry = self
+                        .pools
+                        .get_mut(&grant.pool)
+                        .expect("a lease's pools exist");
                     let resource = entry
                         .resources
-                        .get_mut(id)
+                        .get_mut(&grant.id)
                         .expect("a lease's resources exist");
                     self.free_clock += 1;
                     resource.held_by = None;
                     resource.free_key = self.free_clock;
-                    entry.free.insert(self.free_clock, id.clone());
+                    entry.free.insert(self.free_clock, grant.id.clone());
                 }
                 self.forget_lease_indexes(*lease, &ended);
                 if let Some(request_id) = ended.request_id {
@@ -258,11 +269,17 @@ impl State {
                 return Err(format!("grant of {pool}/{id}, which is not free"));
             }
         }
+        let mut grants = Vec::with_capacity(grant.resources.len());
         for (pool, id) in &grant.resources {
             let entry = self.pools.get_mut(pool).expect("checked above");
             let resource = entry.resources.get_mut(id).expect("checked above");
             resource.held_by = Some(grant.lease);
             entry.free.remove(&resource.free_key);
+            grants.push(GrantView {
+                pool: pool.clone(),
+                id: id.clone(),
+                data: resource.data.clone(),
+            });
         }
         if let Some(at) = grant.expires_at_ms {
             self.expiries.insert((at, grant.lease));
@@ -284,7 +301,7 @@ impl State {
             expires_at_ms: grant.expires_at_ms,
             on_disconnect: grant.on_disconnect,
             request_id: grant.request_id.clone(),
-            resources: grant.resources.clone(),
+            grants: grants.into(),
         };
         self.leases.insert(grant.lease, lease);
         Ok(())
@@ -325,7 +342,7 @@ impl State {
         let new: Vec<(String, Data)> = resources
             .into_iter()
             .filter(|(id, _)| {
-                existing.is_none_or(|entry| !entry.resources.contains_key(id))
+                existing.is_none_or(|entry| !entry.resources.contains_key(id.as_str()))
                     && seen.insert(id.clone())
             })
             .collect();
@@ -355,7 +372,7 @@ impl State {
         let mut leases = BTreeSet::new();
         let mut targets = BTreeSet::new();
         for id in ids {
-            let resource = entry.resources.get(id).ok_or_else(|| {
+            let resource = entry.resources.get(id.as_str()).ok_or_else(|| {
                 PoolError::UnknownResource(format!("pool {pool} has no resource {id}"))
             })?;
             if let Some(lease) = resource.held_by {
@@ -421,10 +438,11 @@ impl State {
                 )));
             }
         }
-        let queue_ahead = request
-            .wants
-            .iter()
-            .any(|want| self.pools.get(&want.pool).is_some_and(|p| p.waiting > 0));
+        let queue_ahead = request.wants.iter().any(|want| {
+            self.pools
+                .get(want.pool.as_str())
+                .is_some_and(|p| p.waiting > 0)
+        });
         if !queue_ahead {
             if let Some(picks) = self.pick(&request)? {
                 return Ok(Acquired::Granted(
@@ -443,7 +461,10 @@ impl State {
         let id = self.next_waiter;
         self.next_waiter += 1;
         for want in &request.wants {
-            self.pools.get_mut(&want.pool).expect("validated").waiting += 1;
+            self.pools
+                .get_mut(want.pool.as_str())
+                .expect("validated")
+                .waiting += 1;
         }
         self.waiters.push_back(Waiter {
             id,
@@ -496,7 +517,7 @@ impl State {
             }
             let mut ids = HashSet::default();
             for id in &want.ids {
-                if !entry.resources.contains_key(id) {
+                if !entry.resources.contains_key(id.as_str()) {
                     return Err(PoolError::UnknownResource(format!(
                         "pool {} has no resource {id}",
                         want.pool
@@ -511,28 +532,32 @@ impl State {
     }
 
     /// The resources that would satisfy `request` now, or `None` if some are not free.
-    fn pick(&self, request: &AcquireRequest) -> Result<Option<Vec<(String, String)>>, PoolError> {
+    fn pick(&self, request: &AcquireRequest) -> Result<Option<Vec<(Name, Name)>>, PoolError> {
         let mut picks = Vec::new();
         for want in &request.wants {
-            let entry = self.pool(&want.pool)?;
+            let (pool, entry) = self
+                .pools
+                .get_key_value(want.pool.as_str())
+                .ok_or_else(|| PoolError::UnknownPool(format!("no pool named {}", want.pool)))?;
             if want.ids.is_empty() {
                 if entry.free.len() < want.count as usize {
                     return Ok(None);
                 }
                 let ids = entry.free.values().take(want.count as usize);
-                picks.extend(ids.map(|id| (want.pool.clone(), id.clone())));
+                picks.extend(ids.map(|id| (pool.clone(), id.clone())));
             } else {
                 for id in &want.ids {
-                    let resource = entry.resources.get(id).ok_or_else(|| {
-                        PoolError::UnknownResource(format!(
-                            "pool {} has no resource {id}",
-                            want.pool
-                        ))
-                    })?;
+                    let (id, resource) =
+                        entry.resources.get_key_value(id.as_str()).ok_or_else(|| {
+                            PoolError::UnknownResource(format!(
+                                "pool {} has no resource {id}",
+                                want.pool
+                            ))
+                        })?;
                     if resource.held_by.is_some() {
                         return Ok(None);
                     }
-                    picks.push((want.pool.clone(), id.clone()));
+                    picks.push((pool.clone(), id.clone()));
                 }
             }
         }
@@ -543,7 +568,7 @@ impl State {
         &mut self,
         client: u64,
         request: &AcquireRequest,
-        resources: Vec<(String, String)>,
+        resources: Vec<(Name, Name)>,
         now_ms: u64,
         log: &mut Vec<Record>,
     ) -> LeaseView {
@@ -602,7 +627,7 @@ impl State {
     fn dequeue(&mut self, index: usize) -> Waiter {
         let waiter = self.waiters.remove(index).expect("index in range");
         for want in &waiter.request.wants {
-            if let Some(pool) = self.pools.get_mut(&want.pool) {
+            if let Some(pool) = self.pools.get_mut(want.pool.as_str()) {
                 pool.waiting -= 1;
             }
         }
@@ -627,11 +652,11 @@ impl State {
     /// the first want it cannot serve yet and so would miss a removal in a later one.
     fn missing(&self, request: &AcquireRequest) -> Option<PoolError> {
         request.wants.iter().find_map(|want| {
-            let entry = self.pools.get(&want.pool)?;
+            let entry = self.pools.get(want.pool.as_str())?;
             let id = want
                 .ids
                 .iter()
-                .find(|id| !entry.resources.contains_key(*id))?;
+                .find(|id| !entry.resources.contains_key(id.as_str()))?;
             Some(PoolError::UnknownResource(format!(
                 "pool {} has no resource {id}",
                 want.pool
@@ -685,7 +710,7 @@ impl State {
             .leases
             .get(&lease)
             .ok_or_else(|| unknown_lease(lease))?;
-        if held.resources.is_empty() || held.resources.iter().any(|(of, _)| of != pool) {
+        if held.grants.is_empty() || held.grants.iter().any(|grant| &*grant.pool != pool) {
             return Err(PoolError::UnknownLease(format!(
                 "lease {lease} is not a lease of pool {pool}"
             )));
@@ -808,22 +833,13 @@ impl State {
     /// A lease as the API shows it, if it is held.
     pub(crate) fn view(&self, lease: LeaseId) -> Option<LeaseView> {
         let held = self.leases.get(&lease)?;
-        let grants = held
-            .resources
-            .iter()
-            .map(|(pool, id)| GrantView {
-                pool: pool.clone(),
-                id: id.clone(),
-                data: self.pools[pool].resources[id].data.clone(),
-            })
-            .collect();
         Some(LeaseView {
             id: lease,
             token: held.token,
             holder: held.holder,
             expires_at_ms: held.expires_at_ms,
             release_on_disconnect: held.on_disconnect,
-            grants,
+            grants: held.grants.clone(),
         })
     }
 
@@ -839,7 +855,7 @@ impl State {
             .free
             .values()
             .map(|id| ResourceView {
-                id: id.clone(),
+                id: id.to_string(),
                 data: entry.resources[id].data.clone(),
             })
             .collect();
@@ -850,7 +866,7 @@ impl State {
                 let lease_id = resource.held_by?;
                 let lease = &self.leases[&lease_id];
                 Some(HeldView {
-                    id: id.clone(),
+                    id: id.to_string(),
                     data: resource.data.clone(),
                     lease: lease_id,
                     token: lease.token,
@@ -940,18 +956,18 @@ impl State {
                 let mut resources: Vec<(String, Data)> = entry
                     .free
                     .values()
-                    .map(|id| (id.clone(), entry.resources[id].data.clone()))
+                    .map(|id| (id.to_string(), entry.resources[id].data.clone()))
                     .collect();
                 let mut held: Vec<(String, Data)> = entry
                     .resources
                     .iter()
                     .filter(|(_, resource)| resource.held_by.is_some())
-                    .map(|(id, resource)| (id.clone(), resource.data.clone()))
+                    .map(|(id, resource)| (id.to_string(), resource.data.clone()))
                     .collect();
                 held.sort_by(|a, b| a.0.cmp(&b.0));
                 resources.extend(held);
                 PoolSnapshot {
-                    name: name.clone(),
+                    name: name.to_string(),
                     resources,
                 }
             })
@@ -967,7 +983,11 @@ impl State {
                 expires_at_ms: lease.expires_at_ms,
                 on_disconnect: lease.on_disconnect,
                 request_id: lease.request_id.clone(),
-                resources: lease.resources.clone(),
+                resources: lease
+                    .grants
+                    .iter()
+                    .map(|grant| (grant.pool.clone(), grant.id.clone()))
+                    .collect(),
             })
             .collect();
         leases.sort_by_key(|lease| lease.lease);
@@ -1031,7 +1051,7 @@ impl State {
                     let holds = self
                         .leases
                         .get(&lease)
-                        .is_some_and(|l| l.resources.contains(&(name.clone(), id.clone())));
+                        .is_some_and(|l| l.grants.iter().any(|g| g.pool == *name && g.id == *id));
                     if !holds {
                         return Err(format!("{name}/{id} held by lease {lease} not holding it"));
                     }
@@ -1041,7 +1061,7 @@ impl State {
             }
         }
         for (id, lease) in &self.leases {
-            for (pool, rid) in &lease.resources {
+            for GrantView { pool, id: rid, .. } in lease.grants.iter() {
                 let held_by = self.pools[pool].resources[rid].held_by;
                 if held_by != Some(*id) {
                     return Err(format!(
@@ -1063,7 +1083,7 @@ impl State {
         for (name, pool) in &self.pools {
             for (id, resource) in &pool.resources {
                 if let Some(lease) = resource.held_by {
-                    out.insert((name.clone(), id.clone()), lease);
+                    out.insert((name.to_string(), id.to_string()), lease);
                 }
             }
         }
@@ -1075,7 +1095,10 @@ impl State {
     pub(crate) fn resources(&self) -> BTreeSet<(String, String)> {
         self.pools
             .iter()
-            .flat_map(|(name, pool)| pool.resources.keys().map(|id| (name.clone(), id.clone())))
+            .flat_map(|(name, pool)| {
+                let ids = pool.resources.keys();
+                ids.map(|id| (name.to_string(), id.to_string()))
+            })
             .collect()
     }
 }

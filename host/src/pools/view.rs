@@ -2,8 +2,9 @@
 //! to the JSON of `resman_sdk::pool`'s types (the native ABI's answers) and convert field by
 //! field to the WIT records, with resource data passed as the JSON text it was stored as.
 
-use super::record::{Data, LeaseId};
+use super::record::{Data, LeaseId, Name};
 use serde::Serialize;
+use std::sync::Arc;
 
 /// A lease (`resman_sdk::pool::Lease`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -14,14 +15,15 @@ pub(crate) struct LeaseView {
     pub(crate) holder: u64,
     pub(crate) expires_at_ms: Option<u64>,
     pub(crate) release_on_disconnect: bool,
-    pub(crate) grants: Vec<GrantView>,
+    /// Shared with the lease itself: a view costs no copy of its grants.
+    pub(crate) grants: Arc<[GrantView]>,
 }
 
 /// One resource of a lease (`resman_sdk::pool::Grant`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub(crate) struct GrantView {
-    pub(crate) pool: String,
-    pub(crate) id: String,
+    pub(crate) pool: Name,
+    pub(crate) id: Name,
     pub(crate) data: Data,
 }
 

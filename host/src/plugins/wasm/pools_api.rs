@@ -31,10 +31,10 @@ fn lease(view: LeaseView) -> wit::Lease {
         release_on_disconnect: view.release_on_disconnect,
         grants: view
             .grants
-            .into_iter()
+            .iter()
             .map(|grant| wit::Grant {
-                pool: grant.pool,
-                id: grant.id,
+                pool: grant.pool.to_string(),
+                id: grant.id.to_string(),
                 data: grant.data.as_str().to_owned(),
             })
             .collect(),

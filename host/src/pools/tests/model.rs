@@ -205,14 +205,15 @@ struct Seen {
 
 impl Seen {
     fn of(view: &LeaseView) -> Seen {
-        for grant in &view.grants {
+        for grant in view.grants.iter() {
             assert_eq!(
                 grant.data,
                 data_of(&grant.pool, &grant.id),
                 "data of {grant:?}"
             );
         }
-        let resources = view.grants.iter().map(|g| (g.pool.clone(), g.id.clone()));
+        let resources = view.grants.iter();
+        let resources = resources.map(|g| (g.pool.to_string(), g.id.to_string()));
         Seen {
             id: view.id,
             token: view.token,
@@ -790,7 +791,8 @@ impl Run {
             let Record::Grant(grant) = record else {
                 continue;
             };
-            for resource in &grant.resources {
+            for (pool, id) in &grant.resources {
+                let resource = (pool.to_string(), id.to_string());
                 let before = self.tokens.insert(resource.clone(), grant.token);
                 assert!(
                     before.is_none_or(|before| before < grant.token),
