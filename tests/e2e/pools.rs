@@ -622,7 +622,7 @@ async fn release_proxy_cannot_end_a_lease_of_another_pool() {
         let ticket = ask(
             &mut conn,
             "probe.acquire",
-            json!({ "wants": [{ "pool": "seats", "count": 1 }] }),
+            json!({ "wants": [want("seats", 1)] }),
         )
         .await;
         let refused = ask(&mut conn, "releaseProxy", json!({ "lease": ticket["id"] })).await;

@@ -402,8 +402,13 @@ impl State {
     }
 
     fn pool(&self, pool: &str) -> Result<&Pool, PoolError> {
+        self.pool_named(pool).map(|(_, entry)| entry)
+    }
+
+    /// A pool with its shared name, for grants to hold.
+    fn pool_named(&self, pool: &str) -> Result<(&Name, &Pool), PoolError> {
         self.pools
-            .get(pool)
+            .get_key_value(pool)
             .ok_or_else(|| PoolError::UnknownPool(format!("no pool named {pool}")))
     }
 
@@ -535,10 +540,7 @@ impl State {
     fn pick(&self, request: &AcquireRequest) -> Result<Option<Vec<(Name, Name)>>, PoolError> {
         let mut picks = Vec::new();
         for want in &request.wants {
-            let (pool, entry) = self
-                .pools
-                .get_key_value(want.pool.as_str())
-                .ok_or_else(|| PoolError::UnknownPool(format!("no pool named {}", want.pool)))?;
+            let (pool, entry) = self.pool_named(&want.pool)?;
             if want.ids.is_empty() {
                 if entry.free.len() < want.count as usize {
                     return Ok(None);
