@@ -53,6 +53,9 @@ pub struct Config {
     /// Where the resource pools and plugin stores are kept durable (journal and snapshot);
     /// `None` keeps them in memory only, lost at exit. `resman serve` defaults it to `data`.
     pub data_dir: Option<PathBuf>,
+    /// The journal in `data_dir` is rolled into a fresh snapshot once it holds this many
+    /// bytes: larger means fewer snapshots, smaller means a faster restart.
+    pub journal_roll_bytes: u64,
 }
 
 impl Default for Config {
@@ -71,6 +74,7 @@ impl Default for Config {
             cache_dir: None,
             wasm_memory_limit: 64 * 1024 * 1024,
             data_dir: None,
+            journal_roll_bytes: 64 << 20,
         }
     }
 }
@@ -88,6 +92,9 @@ pub enum ConfigError {
     /// `max_message_bytes` is too small to hold a request.
     #[error("max message size {0} is below the minimum of 64 bytes")]
     MessageTooSmall(usize),
+    /// `journal_roll_bytes` is too small to hold a commit's worth of records.
+    #[error("journal roll size {0} is below the minimum of {min} bytes", min = crate::pools::Sizes::MIN_ROLL_BYTES)]
+    JournalTooSmall(u64),
     /// `SOCKET_PORT` holds no port number.
     #[error("SOCKET_PORT={0:?} is not a port number (0-65535)")]
     BadPort(String),
@@ -119,6 +126,9 @@ impl Config {
         }
         if self.max_message_bytes < 64 {
             return Err(ConfigError::MessageTooSmall(self.max_message_bytes));
+        }
+        if self.journal_roll_bytes < crate::pools::Sizes::MIN_ROLL_BYTES {
+            return Err(ConfigError::JournalTooSmall(self.journal_roll_bytes));
         }
         Ok(())
     }
@@ -176,6 +186,9 @@ pub struct ServeArgs {
     /// the disk
     #[arg(long, conflicts_with = "data_dir")]
     pub in_memory: bool,
+    /// Roll the journal into a fresh snapshot once it holds this many bytes (at least 65536)
+    #[arg(long, default_value_t = Config::default().journal_roll_bytes)]
+    pub journal_roll_bytes: u64,
     /// Worker threads of the async runtime [default: one per core]
     #[arg(long)]
     pub threads: Option<std::num::NonZeroUsize>,
@@ -205,6 +218,7 @@ impl ServeArgs {
             plugins_dir: (!self.no_plugins).then_some(self.plugins),
             wasm_memory_limit: self.wasm_memory_limit,
             data_dir: (!self.in_memory).then_some(self.data_dir),
+            journal_roll_bytes: self.journal_roll_bytes,
             ..Config::default()
         };
         config.validate()?;
@@ -241,6 +255,12 @@ mod tests {
         };
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("max_attempts"), "{err}");
+        let config = Config {
+            journal_roll_bytes: 4096,
+            ..Config::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("journal roll size 4096"), "{err}");
         assert!(Config::default().validate().is_ok());
     }
 }

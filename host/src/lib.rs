@@ -120,7 +120,7 @@ impl HostBuilder {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| Error::Bind { addr, source })?;
-        let pools = open_pools(self.config.data_dir.clone()).await?;
+        let pools = open_pools(&self.config).await?;
         let (to_coordinator, inbox) = tokio::sync::mpsc::unbounded_channel();
         let watcher = match self.config.plugins_dir.clone() {
             Some(dir) => Some(start_plugins(dir, &self.config, to_coordinator.clone()).await?),
@@ -162,11 +162,12 @@ async fn start_plugins(
 }
 
 /// Opens the pools' data folder (recovering what it holds), or pools in memory without one.
-async fn open_pools(dir: Option<std::path::PathBuf>) -> Result<Arc<pools::Pools>, Error> {
-    let Some(dir) = dir else {
+async fn open_pools(config: &Config) -> Result<Arc<pools::Pools>, Error> {
+    let Some(dir) = config.data_dir.clone() else {
         return Ok(pools::Pools::in_memory());
     };
-    tokio::task::spawn_blocking(move || pools::Pools::open(&dir))
+    let sizes = pools::Sizes::rolling_at(config.journal_roll_bytes);
+    tokio::task::spawn_blocking(move || pools::Pools::open(&dir, sizes))
         .await
         .expect("opening the data folder does not panic")
         .map_err(Error::Store)

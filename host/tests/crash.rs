@@ -8,6 +8,8 @@
 //!   token;
 //! - nothing else is held, no proxy is held twice and none is missing;
 //! - every grant's token is greater than every token that proxy was granted with before.
+//!
+//! The host runs with journals small enough to be rolled into a snapshot every cycle or so.
 
 mod support;
 
@@ -95,6 +97,10 @@ fn serve(dir: &Path) -> Served {
         &data,
         "--cache-dir",
         &cache,
+        // Small journals, so that kills land in rolls too: in the keeper's snapshot writing,
+        // its creating of the next journal and its extending of the current one.
+        "--journal-roll-bytes",
+        "65536",
     ];
     Served::start(dir, &args)
 }

@@ -7,10 +7,11 @@
 //! - `LOCK`: held (advisory lock) while a host uses the folder, so two hosts never share it.
 //! - `journal-<n>.log`: frames `[len: u32 LE][crc32: u32 LE][seq: u64 LE][record JSON]`,
 //!   the CRC over seq and JSON; `seq` counts records from 1 over the folder's life. The file
-//!   is extended with zeros ahead of the frames, [`PREALLOCATE_BYTES`] at a time, so that a
-//!   commit overwrites blocks the file already has: `fdatasync` then flushes only the data,
-//!   not the file's size and block map as well (half the disk writes per commit). Zeros where
-//!   a frame header should be end the file's records.
+//!   is extended with zeros ahead of the frames, a [`Sizes::preallocate`] step at a time, so
+//!   that a commit overwrites blocks the file already has: `fdatasync` then flushes only the
+//!   data, not the file's size and block map as well (half the disk writes per commit). Zeros
+//!   where a frame header should be end the file's records. The extending is done ahead of
+//!   need by the [`keeper`](super::keeper), off the commit path.
 //! - `snapshot.json`: the whole state at some `seq`, and the first journal to replay after
 //!   it; replaced atomically (write, fsync, rename, fsync the folder).
 //!
@@ -30,14 +31,51 @@ use super::record::Record;
 use super::state::{Snapshot, State};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-/// A journal is rolled into a new snapshot once it is this large.
-pub(crate) const COMPACT_AT_BYTES: u64 = 64 << 20;
+/// How large journals grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sizes {
+    /// A journal is rolled into a new snapshot once it holds this many bytes of frames.
+    roll_at: u64,
+    /// How far a journal is extended with zeros at a time.
+    preallocate: u64,
+}
 
-/// How far ahead of the frames a journal is extended with zeros.
-const PREALLOCATE_BYTES: u64 = 4 << 20;
+impl Sizes {
+    /// The smallest journal a host may roll at.
+    pub(crate) const MIN_ROLL_BYTES: u64 = 64 << 10;
+
+    /// Journals rolled at `roll_at` bytes (at least [`Self::MIN_ROLL_BYTES`]), extended a
+    /// sixteenth of that at a time, between 64 KiB and 4 MiB.
+    #[must_use]
+    pub(crate) fn rolling_at(roll_at: u64) -> Sizes {
+        let roll_at = roll_at.max(Self::MIN_ROLL_BYTES);
+        Sizes {
+            roll_at,
+            preallocate: (roll_at / 16).clamp(64 << 10, 4 << 20),
+        }
+    }
+
+    /// When a journal is rolled into a snapshot.
+    pub(crate) fn roll_at(self) -> u64 {
+        self.roll_at
+    }
+}
+
+impl Default for Sizes {
+    /// Rolled at 64 MiB, extended 4 MiB at a time.
+    fn default() -> Sizes {
+        Sizes::rolling_at(64 << 20)
+    }
+}
+
+/// Zeros are written, and synced, this much at a time when a journal is extended: a commit's
+/// `fdatasync` running meanwhile finds at most this much of them not yet on disk.
+const ZERO_CHUNK_BYTES: u64 = 256 << 10;
 
 /// The largest record a journal may hold; a longer length field is corruption.
 const MAX_RECORD_BYTES: usize = 64 << 20;
@@ -249,8 +287,8 @@ impl Folder {
         Ok(())
     }
 
-    /// Creates journal `number`, empty, for appending.
-    pub(crate) fn create_journal(&self, number: u64) -> Result<Journal, StoreError> {
+    /// Creates journal `number`, empty, for appending, with its first step of zeros.
+    pub(crate) fn create_journal(&self, number: u64, sizes: Sizes) -> Result<Journal, StoreError> {
         let path = self.journal_path(number);
         let file = OpenOptions::new()
             .create(true)
@@ -258,16 +296,20 @@ impl Folder {
             .write(true)
             .open(&path)
             .map_err(io_error(&path))?;
-        let mut journal = Journal {
+        let file = Arc::new(JournalFile {
             file,
             path,
+            step: sizes.preallocate,
+            room: Mutex::new(Room::default()),
+            grown: Condvar::new(),
+        });
+        file.grow()?;
+        self.sync()?;
+        Ok(Journal {
+            file,
             number,
             len: 0,
-            allocated: 0,
-        };
-        journal.make_room(1)?;
-        self.sync()?;
-        Ok(journal)
+        })
     }
 
     /// Makes the folder's entries (new and renamed files) durable.
@@ -278,30 +320,28 @@ impl Folder {
     }
 }
 
-/// The journal being appended to.
+/// The journal being appended to, by the committer.
 #[derive(Debug)]
 pub(crate) struct Journal {
-    file: File,
-    path: PathBuf,
+    file: Arc<JournalFile>,
     pub(crate) number: u64,
     /// Bytes of frames written.
     pub(crate) len: u64,
-    /// Bytes the file has (frames, then zeros).
-    allocated: u64,
 }
 
 impl Journal {
-    /// Appends encoded frames and makes them durable: one write, one fdatasync.
+    /// Appends encoded frames and makes them durable: one fdatasync. Waits for (or makes)
+    /// room first if the zeros ahead ran out.
     pub(crate) fn commit(&mut self, frames: &[u8]) -> Result<(), StoreError> {
         let marker = marker_frame();
         let bytes = (marker.len() + frames.len()) as u64;
-        self.make_room(bytes)?;
-        let write = |file: &mut File| {
-            file.write_all(&marker)?;
-            file.write_all(frames)?;
+        self.file.reserve(self.len + bytes)?;
+        let write = |file: &File| {
+            file.write_all_at(&marker, self.len)?;
+            file.write_all_at(frames, self.len + marker.len() as u64)?;
             file.sync_data()
         };
-        write(&mut self.file).map_err(io_error(&self.path))?;
+        write(&self.file.file).map_err(io_error(&self.file.path))?;
         self.len += bytes;
         Ok(())
     }
@@ -310,35 +350,124 @@ impl Journal {
     /// frame by frame.
     #[cfg(test)]
     pub(crate) fn write_raw(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
-        self.make_room(bytes.len() as u64)?;
-        self.file.write_all(bytes).map_err(io_error(&self.path))?;
-        self.file.sync_data().map_err(io_error(&self.path))?;
+        let path = &self.file.path;
+        self.file.reserve(self.len + bytes.len() as u64)?;
+        let file = &self.file.file;
+        file.write_all_at(bytes, self.len).map_err(io_error(path))?;
+        file.sync_data().map_err(io_error(path))?;
         self.len += bytes.len() as u64;
         Ok(())
     }
 
-    /// Extends the file with zeros, durably, until `more` bytes of frames fit; leaves the
-    /// cursor at the end of the frames.
-    fn make_room(&mut self, more: u64) -> Result<(), StoreError> {
-        if self.len + more <= self.allocated {
+    /// The file, to be extended by one step ([`JournalFile::extend`]), once less than half a
+    /// step of zeros is left ahead of the frames; `None` while an extending is asked for or
+    /// under way.
+    pub(crate) fn wants_room(&self) -> Option<Arc<JournalFile>> {
+        let mut room = self.file.lock();
+        let low = room.allocated.saturating_sub(self.len) < self.file.step / 2;
+        (low && !room.asked && !room.extending).then(|| {
+            room.asked = true;
+            Arc::clone(&self.file)
+        })
+    }
+}
+
+/// A journal's file, shared by the committer that appends frames and the keeper that extends
+/// it with zeros ahead of them. Frames are written at their offsets (`pwrite`), so the two
+/// never share a cursor.
+#[derive(Debug)]
+pub(crate) struct JournalFile {
+    file: File,
+    path: PathBuf,
+    /// How far the file is extended at a time.
+    step: u64,
+    room: Mutex<Room>,
+    /// Signalled when an extending ends.
+    grown: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Room {
+    /// Bytes the file has, frames then zeros, all durable.
+    allocated: u64,
+    /// An extending was asked for by [`Journal::wants_room`] and has not started.
+    asked: bool,
+    /// Someone is writing zeros to the file; what they write is not room yet.
+    extending: bool,
+}
+
+impl JournalFile {
+    /// Extends the file by a step of zeros, as [`Journal::wants_room`] asked; nothing if
+    /// the committer, out of room, is extending it already.
+    pub(crate) fn extend(&self) -> Result<(), StoreError> {
+        let mut room = self.lock();
+        room.asked = false;
+        if room.extending {
             return Ok(());
         }
-        let target = (self.len + more).next_multiple_of(PREALLOCATE_BYTES);
-        let zeros = vec![0; 64 << 10];
-        let extend = |file: &mut File, from: u64| -> io::Result<()> {
-            file.seek(SeekFrom::Start(from))?;
-            let mut at = from;
-            while at < target {
-                let chunk = (target - at).min(zeros.len() as u64) as usize;
-                file.write_all(&zeros[..chunk])?;
-                at += chunk as u64;
+        room.extending = true;
+        let from = room.allocated;
+        drop(room);
+        self.finish_growing(from, from + self.step)
+    }
+
+    /// Waits until the file has `len` bytes, extending it here unless someone is writing
+    /// zeros already (an extending only asked for is not waited for: the keeper may be busy
+    /// with a snapshot).
+    fn reserve(&self, len: u64) -> Result<(), StoreError> {
+        let mut room = self.lock();
+        loop {
+            if room.allocated >= len {
+                return Ok(());
             }
-            file.sync_data()?;
-            file.seek(SeekFrom::Start(self.len)).map(drop)
-        };
-        extend(&mut self.file, self.allocated).map_err(io_error(&self.path))?;
-        self.allocated = target;
-        Ok(())
+            if !room.extending {
+                break;
+            }
+            room = self
+                .grown
+                .wait(room)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        room.extending = true;
+        let from = room.allocated;
+        drop(room);
+        self.finish_growing(from, len.next_multiple_of(self.step))
+    }
+
+    /// The first extension of a new file.
+    fn grow(&self) -> Result<(), StoreError> {
+        self.lock().extending = true;
+        self.finish_growing(0, self.step)
+    }
+
+    /// Writes zeros from `from` to `to`, a synced chunk at a time, then records the new size
+    /// and ends the extending (also when it failed, so that a waiter tries for itself).
+    fn finish_growing(&self, from: u64, to: u64) -> Result<(), StoreError> {
+        let zeros = vec![0; ZERO_CHUNK_BYTES as usize];
+        let mut at = from;
+        let mut written = Ok(());
+        while at < to && written.is_ok() {
+            let chunk = (to - at).min(ZERO_CHUNK_BYTES);
+            written = self
+                .file
+                .write_all_at(&zeros[..chunk as usize], at)
+                .and_then(|()| self.file.sync_data());
+            at += chunk;
+        }
+        let mut room = self.lock();
+        if written.is_ok() {
+            room.allocated = room.allocated.max(to);
+        }
+        room.extending = false;
+        drop(room);
+        self.grown.notify_all();
+        written.map_err(io_error(&self.path))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Room> {
+        self.room
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -387,7 +516,7 @@ struct Replayed {
 }
 
 /// Whether a journal holds a frame: one that holds none is empty or all zeros (see
-/// [`PREALLOCATE_BYTES`]). A file that cannot be read counts as holding one, so that reading
+/// [`Sizes::preallocate`]). A file that cannot be read counts as holding one, so that reading
 /// it reports the error.
 fn holds_frames(path: &Path) -> bool {
     let mut head = [0; HEADER_BYTES];

@@ -22,16 +22,19 @@ pub(crate) mod context;
 pub(crate) mod durability;
 pub(crate) mod gather;
 mod journal;
+mod keeper;
 pub(crate) mod record;
 pub(crate) mod state;
 #[cfg(test)]
 mod tests;
 pub(crate) mod view;
 
+pub(crate) use journal::Sizes;
 pub use journal::StoreError;
 
 use durability::Durability;
 use journal::{Folder, Journal};
+use keeper::Keeper;
 use record::{Data, LeaseId, Record};
 use resman_sdk::pool::{AcquireRequest, PoolError};
 use state::{Acquired, State, WaiterId, Woken};
@@ -110,13 +113,13 @@ impl Pools {
     /// # Errors
     ///
     /// [`StoreError`] when the folder is in use, unreadable or corrupt.
-    pub(crate) fn open(path: &Path) -> Result<Arc<Pools>, StoreError> {
+    pub(crate) fn open(path: &Path, sizes: Sizes) -> Result<Arc<Pools>, StoreError> {
         let folder = Folder::open(path)?;
         let recovered = folder.recover()?;
         let mut state = recovered.state;
         let mut ended = Vec::new();
         state.after_restart(crate::plugins::now_ms(), &mut ended);
-        let journal = folder.create_journal(recovered.next_journal)?;
+        let journal = folder.create_journal(recovered.next_journal, sizes)?;
         folder.write_snapshot(state.snapshot(), recovered.seq, journal.number)?;
         tracing::info!(
             folder = %folder.path().display(),
@@ -131,7 +134,7 @@ impl Pools {
         let committer = pools.clone();
         let handle = std::thread::Builder::new()
             .name("resman-commit".into())
-            .spawn(move || committer.commit_loop(folder, journal))
+            .spawn(move || committer.commit_loop(&folder, journal, sizes))
             .expect("spawning the committer thread");
         pools.lock_threads().push(handle);
         Ok(pools)
@@ -525,8 +528,15 @@ impl Pools {
     }
 
     /// Writes and syncs what operations buffered, one batch per sync, and rolls the journal
-    /// into a snapshot when it grows large.
-    fn commit_loop(self: Arc<Self>, folder: Folder, mut journal: Journal) {
+    /// into a snapshot when it grows large; the slow file work goes to the [`keeper`].
+    fn commit_loop(self: Arc<Self>, folder: &Folder, journal: Journal, sizes: Sizes) {
+        std::thread::scope(|scope| {
+            let keeper = Keeper::start(scope, folder, sizes);
+            self.commit_batches(keeper, journal, sizes);
+        });
+    }
+
+    fn commit_batches(&self, mut keeper: Keeper<'_>, mut journal: Journal, sizes: Sizes) {
         let mut frames = Vec::new();
         self.gather.register_committer();
         loop {
@@ -548,7 +558,7 @@ impl Pools {
                     inner = self.lock();
                 }
                 std::mem::swap(&mut frames, &mut inner.frames);
-                let full = journal.len + frames.len() as u64 >= journal::COMPACT_AT_BYTES;
+                let full = journal.len + frames.len() as u64 >= sizes.roll_at();
                 (inner.seq, full.then(|| inner.state.snapshot()))
             };
             if let Err(err) = journal.commit(&frames) {
@@ -557,16 +567,24 @@ impl Pools {
             }
             frames.clear();
             self.durability.publish(seq);
+            if let Some(file) = journal.wants_room() {
+                keeper.extend(file);
+            }
+            if journal.len >= sizes.roll_at() / 2 {
+                keeper.create_ahead(journal.number + 1);
+            }
             if let Some(snapshot) = snapshot {
                 // Once the next journal exists it takes the records, snapshot or not: a
                 // snapshot that failed after its rename already names it, and recovery
                 // replays every journal from the one the snapshot on disk names.
-                let rolled = folder.create_journal(journal.number + 1).and_then(|next| {
-                    journal = next;
-                    folder.write_snapshot(snapshot, seq, journal.number)
-                });
-                if let Err(err) = rolled {
-                    tracing::warn!(%err, "could not roll the journal into a snapshot");
+                match keeper.take_journal(journal.number + 1) {
+                    Ok(next) => {
+                        journal = next;
+                        keeper.snapshot(snapshot, seq, journal.number);
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, "could not roll the journal into a snapshot");
+                    }
                 }
             }
         }

@@ -46,7 +46,7 @@ fn replayed(records: &[Record]) -> State {
 }
 
 fn write_journal(folder: &Folder, number: u64, bytes: &[u8]) {
-    let mut journal = folder.create_journal(number).unwrap();
+    let mut journal = folder.create_journal(number, Sizes::default()).unwrap();
     journal.write_raw(bytes).unwrap();
     assert_eq!(journal.len, bytes.len() as u64);
 }
@@ -201,7 +201,7 @@ fn a_torn_tail_followed_only_by_an_empty_journal_is_dropped() {
     let (_, records) = workload();
     let (folder, bytes, _) = folder_with(dir.path(), &records);
     fs::write(journal_path(&folder, 0), &bytes[..bytes.len() - 3]).unwrap();
-    folder.create_journal(1).unwrap();
+    folder.create_journal(1, Sizes::default()).unwrap();
     let recovered = folder.recover().unwrap();
     assert_eq!(recovered.seq, records.len() as u64 - 1);
     assert_eq!(recovered.next_journal, 2);
@@ -335,4 +335,36 @@ fn records_the_snapshot_covers_are_skipped() {
     let recovered = folder.recover().unwrap();
     assert_eq!(snapshot_text(&recovered.state), snapshot_text(&state));
     assert_eq!(recovered.replayed, (records.len() - split) as u64);
+}
+
+/// A journal is extended a step ahead when it runs low (the keeper's job), and by the
+/// committer itself when it runs out first; either way what follows the frames reads as
+/// zeros, the end of the records.
+#[test]
+fn a_journal_grows_ahead_of_its_frames_and_on_demand() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = Folder::open(dir.path()).unwrap();
+    let sizes = Sizes::rolling_at(Sizes::MIN_ROLL_BYTES);
+    let mut journal = folder.create_journal(0, sizes).unwrap();
+    let size = || fs::metadata(journal_path(&folder, 0)).unwrap().len();
+    let step = size();
+    let marker = journal::marker_frame();
+    while journal.len < step / 2 {
+        assert!(
+            journal.wants_room().is_none(),
+            "room left at {}",
+            journal.len
+        );
+        journal.write_raw(&marker).unwrap();
+    }
+    let asked = journal.wants_room().expect("low on room");
+    assert!(journal.wants_room().is_none(), "asked once");
+    while journal.len <= step {
+        journal.write_raw(&marker).unwrap();
+    }
+    assert_eq!(size(), 2 * step, "extended by the writer that ran out");
+    asked.extend().unwrap();
+    assert_eq!(size(), 3 * step, "extended as asked");
+    let recovered = folder.recover().unwrap();
+    assert_eq!((recovered.seq, recovered.torn_bytes), (0, 0));
 }

@@ -10,7 +10,7 @@
 //! - `runtime`: [`Pools`] itself, threads and folder included.
 //!
 
-use super::journal::{self, Folder, StoreError};
+use super::journal::{self, Folder, Sizes, StoreError};
 use super::record::{Data, LeaseId, Record};
 use super::state::{Acquired, Snapshot, State, WaiterId, Woken};
 use super::view::LeaseView;

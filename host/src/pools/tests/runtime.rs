@@ -25,7 +25,7 @@ fn resources(ids: &[&str]) -> Vec<(String, String)> {
 #[test]
 fn leases_survive_a_reopen_and_tokens_keep_growing() {
     let dir = tempfile::tempdir().unwrap();
-    let pools = Pools::open(dir.path()).unwrap();
+    let pools = Pools::open(dir.path(), Sizes::default()).unwrap();
     assert_eq!(pools.add("p", resources(&["r0", "r1"])).unwrap().0, 2);
     let (lease, seq) = pools
         .acquire(7, AcquireRequest::count("p", 1), deadline())
@@ -34,13 +34,13 @@ fn leases_survive_a_reopen_and_tokens_keep_growing() {
         pools.durability().is_durable(seq)
     });
     assert!(matches!(
-        Pools::open(dir.path()),
+        Pools::open(dir.path(), Sizes::default()),
         Err(StoreError::Locked(_))
     ));
     pools.close();
     drop(pools);
 
-    let pools = Pools::open(dir.path()).unwrap();
+    let pools = Pools::open(dir.path(), Sizes::default()).unwrap();
     let (held, _) = pools.lease(lease.id).unwrap();
     assert_eq!(held, lease, "same resources, token and holder");
     assert_eq!(held.grants[0].data.as_str(), r#"{"id":"r0"}"#);
@@ -55,7 +55,7 @@ fn leases_survive_a_reopen_and_tokens_keep_growing() {
 #[test]
 fn a_waiting_acquire_is_woken_by_a_release() {
     let dir = tempfile::tempdir().unwrap();
-    let pools = Pools::open(dir.path()).unwrap();
+    let pools = Pools::open(dir.path(), Sizes::default()).unwrap();
     pools.add("p", resources(&["r0"])).unwrap();
     let (held, _) = pools
         .acquire(1, AcquireRequest::count("p", 1), deadline())
@@ -78,5 +78,62 @@ fn a_waiting_acquire_is_woken_by_a_release() {
     eventually("the grant is durable", || {
         pools.durability().is_durable(seq)
     });
+    pools.close();
+}
+
+/// Small journals roll into snapshots many times under a stream of grants and releases; the
+/// keeper extends, creates ahead and snapshots meanwhile, and a reopen finds every lease.
+#[test]
+fn rolling_journals_keep_every_lease_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let sizes = Sizes::rolling_at(Sizes::MIN_ROLL_BYTES);
+    let pools = Pools::open(dir.path(), sizes).unwrap();
+    let ids: Vec<String> = (0..40).map(|i| format!("r{i}")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    pools.add("p", resources(&ids)).unwrap();
+    let mut held = std::collections::VecDeque::new();
+    let mut last = 0;
+    for client in 0..3_000 {
+        let (lease, seq) = pools
+            .acquire(client, AcquireRequest::count("p", 1), deadline())
+            .unwrap();
+        held.push_back(lease);
+        last = seq;
+        if held.len() > 20 {
+            let oldest = held.pop_front().unwrap();
+            last = pools.release(oldest.id).unwrap().1;
+        }
+    }
+    eventually("the last release is durable", || {
+        pools.durability().is_durable(last)
+    });
+    let before = pools.status("p").unwrap().0;
+    pools.close();
+    drop(pools);
+
+    let snapshot: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("snapshot.json")).unwrap()).unwrap();
+    assert!(
+        snapshot["seq"].as_u64().unwrap() > 1_000,
+        "the journal was rolled under load: {}",
+        snapshot["seq"]
+    );
+    let journals = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|entry| {
+            let name = entry.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("journal-")
+        })
+        .count();
+    assert!(
+        journals <= 2,
+        "rolled journals are removed, {journals} left"
+    );
+
+    let pools = Pools::open(dir.path(), sizes).unwrap();
+    assert_eq!(pools.status("p").unwrap().0, before);
+    for lease in &held {
+        assert_eq!(&pools.lease(lease.id).unwrap().0, lease);
+    }
     pools.close();
 }
