@@ -35,6 +35,21 @@ pub fn set(key: &str, value: &str) -> Result<(), String> {
     imp::set(key, value)
 }
 
+/// Compare-and-set: if the value of `key` is `expected` (`None`: not set), sets it to
+/// `value` (`None`: removes it) and returns `true`; otherwise changes nothing and returns
+/// `false`.
+///
+/// A jobber's request types run at the same time, each one request at a time; a
+/// read-modify-write of a key that more than one type writes is made safe with it: read,
+/// compute, `set_if` with the value read, and start again on `false`.
+///
+/// # Errors
+///
+/// A message when the key or value is too long or the host could not store it.
+pub fn set_if(key: &str, expected: Option<&str>, value: Option<&str>) -> Result<bool, String> {
+    imp::set_if(key, expected, value)
+}
+
 /// Removes `key`; whether it was set.
 ///
 /// # Errors
@@ -63,6 +78,13 @@ pub mod args {
     pub struct Set {
         pub key: String,
         pub value: String,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct SetIf {
+        pub key: String,
+        pub expected: Option<String>,
+        pub value: Option<String>,
     }
 
     #[derive(Serialize, Deserialize)]
@@ -96,6 +118,19 @@ mod imp {
         call("store.set", &args)
     }
 
+    pub(super) fn set_if(
+        key: &str,
+        expected: Option<&str>,
+        value: Option<&str>,
+    ) -> Result<bool, String> {
+        let args = args::SetIf {
+            key: key.to_owned(),
+            expected: expected.map(str::to_owned),
+            value: value.map(str::to_owned),
+        };
+        call("store.set-if", &args)
+    }
+
     pub(super) fn delete(k: &str) -> Result<bool, String> {
         call("store.delete", &key(k))
     }
@@ -118,6 +153,14 @@ mod imp {
 
     pub(super) fn set(key: &str, value: &str) -> Result<(), String> {
         wit::set(key, value)
+    }
+
+    pub(super) fn set_if(
+        key: &str,
+        expected: Option<&str>,
+        value: Option<&str>,
+    ) -> Result<bool, String> {
+        wit::set_if(key, expected, value)
     }
 
     pub(super) fn delete(key: &str) -> Result<bool, String> {

@@ -503,6 +503,42 @@ async fn a_plugin_store_survives_a_restart_and_is_its_own() {
     host.shutdown().await.expect("clean shutdown");
 }
 
+/// Compare-and-set on a plugin's store, through both plugin kinds: a write from a stale
+/// read is refused, and what was set survives a restart.
+#[tokio::test]
+async fn a_plugin_store_sets_a_value_only_from_the_one_expected() {
+    for file in ["pool-probe.wasm", "pool-probe.so"] {
+        let setup = Setup::new(&[file]);
+        let host = setup.start().await;
+        let mut conn = host.raw().await;
+        let mut set_if = async |expected: Value, value: Value| {
+            let payload = json!({ "key": "seats", "expected": expected, "value": value });
+            ask(&mut conn, "probe.setIf", payload).await["done"].clone()
+        };
+        assert_eq!(set_if(Value::Null, json!("8")).await, true, "{file}");
+        assert_eq!(set_if(Value::Null, json!("7")).await, false, "{file}");
+        assert_eq!(set_if(json!("8"), json!("7")).await, true, "{file}");
+        assert_eq!(set_if(json!("8"), json!("6")).await, false, "{file}: stale");
+        drop(conn);
+        host.shutdown().await.expect("clean shutdown");
+
+        let host = setup.start().await;
+        let mut conn = host.raw().await;
+        let value = ask(&mut conn, "probe.get", json!({ "key": "seats" })).await;
+        assert_eq!(value["value"], "7", "{file}");
+        let removed = ask(
+            &mut conn,
+            "probe.setIf",
+            json!({ "key": "seats", "expected": "7", "value": null }),
+        )
+        .await;
+        assert_eq!(removed["done"], true, "{file}");
+        let value = ask(&mut conn, "probe.get", json!({ "key": "seats" })).await;
+        assert_eq!(value["value"], Value::Null, "{file}");
+        host.shutdown().await.expect("clean shutdown");
+    }
+}
+
 #[tokio::test]
 async fn cinema_sells_adjacent_seats_once_and_takes_refunds() {
     let setup = Setup::new(&["cinema.wasm"]);

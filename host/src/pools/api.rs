@@ -109,6 +109,14 @@ pub(crate) fn store_set(key: &str, value: &str) -> Result<(), String> {
     })
 }
 
+pub(crate) fn store_set_if(
+    key: &str,
+    expected: Option<&str>,
+    value: Option<&str>,
+) -> Result<bool, String> {
+    stored(|call| call.pools.kv_set_if(&call.namespace, key, expected, value))
+}
+
 pub(crate) fn store_delete(key: &str) -> Result<bool, String> {
     stored(|call| call.pools.kv_delete(&call.namespace, key))
 }
@@ -184,6 +192,13 @@ pub(crate) fn call_json(op: &str, args: &[u8]) -> JsonAnswer {
         "store.set" => {
             store_op(parse(op, args).map(|a: store::args::Set| answer(store_set(&a.key, &a.value))))
         }
+        "store.set-if" => store_op(parse(op, args).map(|a: store::args::SetIf| {
+            answer(store_set_if(
+                &a.key,
+                a.expected.as_deref(),
+                a.value.as_deref(),
+            ))
+        })),
         "store.delete" => {
             store_op(parse(op, args).map(|a: store::args::Key| answer(store_delete(&a.key))))
         }

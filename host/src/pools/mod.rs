@@ -462,6 +462,21 @@ impl Pools {
             .map_err(|err| err.message().to_owned())
     }
 
+    pub(crate) fn kv_set_if(
+        &self,
+        ns: &str,
+        key: &str,
+        expected: Option<&str>,
+        value: Option<&str>,
+    ) -> Result<(bool, u64), String> {
+        self.run(|state, _, log, _| {
+            state
+                .kv_set_if(ns, key, expected, value, log)
+                .map_err(PoolError::Invalid)
+        })
+        .map_err(|err| err.message().to_owned())
+    }
+
     pub(crate) fn kv_delete(&self, ns: &str, key: &str) -> Result<(bool, u64), String> {
         self.run(|state, _, log, _| Ok(state.kv_delete(ns, key, log)))
             .map_err(|err| err.message().to_owned())

@@ -142,6 +142,23 @@ fn check_name(what: &str, name: &str) -> Result<(), PoolError> {
     Ok(())
 }
 
+/// Refuses a store key or value longer than the limits.
+fn check_kv(key: &str, value: Option<&str>) -> Result<(), String> {
+    if key.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "key is {} bytes, more than {MAX_NAME_BYTES}",
+            key.len()
+        ));
+    }
+    if let Some(value) = value.filter(|value| value.len() > MAX_VALUE_BYTES) {
+        return Err(format!(
+            "value is {} bytes, more than {MAX_VALUE_BYTES}",
+            value.len()
+        ));
+    }
+    Ok(())
+}
+
 fn unknown_lease(lease: LeaseId) -> PoolError {
     PoolError::UnknownLease(format!("no lease {lease} is held"))
 }
@@ -901,18 +918,7 @@ impl State {
         value: &str,
         log: &mut Vec<Record>,
     ) -> Result<(), String> {
-        if key.len() > MAX_NAME_BYTES {
-            return Err(format!(
-                "key is {} bytes, more than {MAX_NAME_BYTES}",
-                key.len()
-            ));
-        }
-        if value.len() > MAX_VALUE_BYTES {
-            return Err(format!(
-                "value is {} bytes, more than {MAX_VALUE_BYTES}",
-                value.len()
-            ));
-        }
+        check_kv(key, Some(value))?;
         let record = Record::KvSet {
             ns: ns.to_owned(),
             key: key.to_owned(),
@@ -920,6 +926,30 @@ impl State {
         };
         self.commit(record, log);
         Ok(())
+    }
+
+    /// Sets (`Some`) or removes (`None`) a plugin's value if it is `expected` now (`None`: not
+    /// set); whether it was.
+    pub(crate) fn kv_set_if(
+        &mut self,
+        ns: &str,
+        key: &str,
+        expected: Option<&str>,
+        value: Option<&str>,
+        log: &mut Vec<Record>,
+    ) -> Result<bool, String> {
+        check_kv(key, value)?;
+        let current = self.kv.get(ns).and_then(|space| space.get(key));
+        if current.map(String::as_str) != expected {
+            return Ok(false);
+        }
+        match value {
+            Some(value) => self.kv_set(ns, key, value, log)?,
+            None => {
+                self.kv_delete(ns, key, log);
+            }
+        }
+        Ok(true)
     }
 
     /// Removes a plugin's key; whether it was set.

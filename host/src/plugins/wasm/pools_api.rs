@@ -133,6 +133,15 @@ impl wit_store::Host for StoreState {
         api::store_set(&key, &value)
     }
 
+    fn set_if(
+        &mut self,
+        key: String,
+        expected: Option<String>,
+        value: Option<String>,
+    ) -> Result<bool, String> {
+        api::store_set_if(&key, expected.as_deref(), value.as_deref())
+    }
+
     fn delete(&mut self, key: String) -> Result<bool, String> {
         api::store_delete(&key)
     }

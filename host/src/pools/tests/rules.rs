@@ -358,6 +358,36 @@ fn a_restart_ends_expired_and_release_on_disconnect_leases_and_keeps_the_others(
 }
 
 #[test]
+fn store_set_if_changes_a_value_only_from_the_expected_one() {
+    let mut t = TestState::new();
+    let set_if = |t: &mut TestState, expected: Option<&str>, value: Option<&str>| {
+        let before = t.log.len();
+        let done = t
+            .state
+            .kv_set_if("ns", "k", expected, value, &mut t.log)
+            .unwrap();
+        assert_eq!(
+            t.log.len() - before,
+            usize::from(done),
+            "journaled only if done"
+        );
+        done
+    };
+    assert!(!set_if(&mut t, Some("v0"), Some("v1")), "not set is not v0");
+    assert!(set_if(&mut t, None, Some("v1")), "created when not set");
+    assert!(!set_if(&mut t, None, Some("v2")), "set is not 'not set'");
+    assert!(!set_if(&mut t, Some("v0"), Some("v2")));
+    assert_eq!(t.state.kv_get("ns", "k").as_deref(), Some("v1"));
+    assert!(set_if(&mut t, Some("v1"), Some("v2")));
+    assert!(set_if(&mut t, Some("v2"), None), "removed");
+    assert_eq!(t.state.kv_get("ns", "k"), None);
+    assert_eq!(t.state.kv_get("other", "k"), None, "namespaces stay apart");
+    let long = "x".repeat(MAX_VALUE_BYTES + 1);
+    let refused = t.state.kv_set_if("ns", "k", None, Some(&long), &mut t.log);
+    assert!(refused.unwrap_err().contains("more than"));
+}
+
+#[test]
 fn store_keys_come_in_order_by_prefix_and_namespace() {
     let mut t = TestState::new();
     for key in ["b", "a2", "a1", "a10", "ab", ""] {
