@@ -1,5 +1,5 @@
 //! The host API as plugins call it: the `pools` and `store` operations of the WIT world, for
-//! the request the calling thread is serving ([`context`](super::context)). The WASM imports
+//! the request the calling thread is serving ([`context`]). The WASM imports
 //! call the typed functions; the native table's `call` goes through [`call_json`], which
 //! reads the arguments and writes the answer as the JSON of `resman_sdk::pool`'s types.
 //!

@@ -29,7 +29,7 @@ pub(crate) struct Keeper<'folder> {
 }
 
 enum Job {
-    /// Extend a journal by one step (its extending is already counted as under way).
+    /// Extend a journal by one step, as [`Journal::wants_room`] asked.
     Extend(Arc<JournalFile>),
     /// Create a journal; it is sent back on `created`.
     Create(u64),
