@@ -42,6 +42,7 @@ mod bindings {
     });
 }
 
+mod cache;
 mod pools_api;
 
 use bindings::resman::jobber::host::{self as host_api, Level};
@@ -195,7 +196,10 @@ impl WasmRuntime {
         // carries this engine's compatibility key, and wasmtime checks that key again.
         let result = unsafe { Component::deserialize_file(&self.engine, cached) };
         match result {
-            Ok(component) => Some(component),
+            Ok(component) => {
+                cache::touch(cached);
+                Some(component)
+            }
             Err(err) => {
                 tracing::warn!(cache = %cached.display(), error = %format!("{err:#}"),
                     "compiled component unreadable; deleting it and compiling again");
@@ -214,6 +218,16 @@ impl WasmRuntime {
         if let Err(error) = written {
             tracing::warn!(cache = %cached.display(), %error,
                 "cannot cache the compiled component; it will be compiled again next time");
+            return;
+        }
+        let Some(dir) = cached.parent() else { return };
+        match cache::prune(dir, cache::BUDGET_BYTES, cached) {
+            Ok(pruned) if pruned.files > 0 => tracing::info!(cache = %dir.display(),
+                files = pruned.files, bytes = pruned.bytes,
+                "removed the least recently used compiled components"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(cache = %dir.display(), %error,
+                "cannot prune the compiled-component cache"),
         }
     }
 }
