@@ -361,11 +361,11 @@ impl Journal {
 
     /// The file, to be extended by one step ([`JournalFile::extend`]), once less than half a
     /// step of zeros is left ahead of the frames; `None` while an extending is asked for or
-    /// under way.
+    /// under way, or after one failed (the disk is full, say) until one succeeds.
     pub(crate) fn wants_room(&self) -> Option<Arc<JournalFile>> {
         let mut room = self.file.lock();
         let low = room.allocated.saturating_sub(self.len) < self.file.step / 2;
-        (low && !room.asked && !room.extending).then(|| {
+        (low && !room.asked && !room.extending && !room.failed).then(|| {
             room.asked = true;
             Arc::clone(&self.file)
         })
@@ -394,6 +394,9 @@ struct Room {
     asked: bool,
     /// Someone is writing zeros to the file; what they write is not room yet.
     extending: bool,
+    /// The last extending failed: the keeper is not asked again (it would only fail and
+    /// warn at every commit) until one succeeds, the committer's own when it runs out.
+    failed: bool,
 }
 
 impl JournalFile {
@@ -458,6 +461,7 @@ impl JournalFile {
         if written.is_ok() {
             room.allocated = room.allocated.max(to);
         }
+        room.failed = written.is_err();
         room.extending = false;
         drop(room);
         self.grown.notify_all();
