@@ -303,7 +303,7 @@ impl Folder {
             room: Mutex::new(Room::default()),
             grown: Condvar::new(),
         });
-        file.grow()?;
+        file.reserve(1)?;
         self.sync()?;
         Ok(Journal {
             file,
@@ -333,29 +333,30 @@ impl Journal {
     /// Appends encoded frames and makes them durable: one fdatasync. Waits for (or makes)
     /// room first if the zeros ahead ran out.
     pub(crate) fn commit(&mut self, frames: &[u8]) -> Result<(), StoreError> {
-        let marker = marker_frame();
-        let bytes = (marker.len() + frames.len()) as u64;
-        self.file.reserve(self.len + bytes)?;
-        let write = |file: &File| {
-            file.write_all_at(&marker, self.len)?;
-            file.write_all_at(frames, self.len + marker.len() as u64)?;
-            file.sync_data()
-        };
-        write(&self.file.file).map_err(io_error(&self.file.path))?;
-        self.len += bytes;
-        Ok(())
+        self.append(&[&marker_frame(), frames])
     }
 
     /// Writes `bytes` as they are (frames with their markers), for tests that build files
     /// frame by frame.
     #[cfg(test)]
     pub(crate) fn write_raw(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
-        let path = &self.file.path;
-        self.file.reserve(self.len + bytes.len() as u64)?;
-        let file = &self.file.file;
-        file.write_all_at(bytes, self.len).map_err(io_error(path))?;
-        file.sync_data().map_err(io_error(path))?;
-        self.len += bytes.len() as u64;
+        self.append(&[bytes])
+    }
+
+    /// Writes `parts` one after another after the frames, then one fdatasync.
+    fn append(&mut self, parts: &[&[u8]]) -> Result<(), StoreError> {
+        let bytes: u64 = parts.iter().map(|part| part.len() as u64).sum();
+        self.file.reserve(self.len + bytes)?;
+        let write = |file: &File| {
+            let mut at = self.len;
+            for part in parts {
+                file.write_all_at(part, at)?;
+                at += part.len() as u64;
+            }
+            file.sync_data()
+        };
+        write(&self.file.file).map_err(io_error(&self.file.path))?;
+        self.len += bytes;
         Ok(())
     }
 
@@ -435,12 +436,6 @@ impl JournalFile {
         let from = room.allocated;
         drop(room);
         self.finish_growing(from, len.next_multiple_of(self.step))
-    }
-
-    /// The first extension of a new file.
-    fn grow(&self) -> Result<(), StoreError> {
-        self.lock().extending = true;
-        self.finish_growing(0, self.step)
     }
 
     /// Writes zeros from `from` to `to`, a synced chunk at a time, then records the new size

@@ -142,6 +142,19 @@ fn check_name(what: &str, name: &str) -> Result<(), PoolError> {
     Ok(())
 }
 
+/// The record that sets (`Some`) or removes (`None`) a plugin's value.
+fn kv_record(ns: &str, key: &str, value: Option<&str>) -> Record {
+    let (ns, key) = (ns.to_owned(), key.to_owned());
+    match value {
+        Some(value) => Record::KvSet {
+            ns,
+            key,
+            value: value.to_owned(),
+        },
+        None => Record::KvDelete { ns, key },
+    }
+}
+
 /// Refuses a store key or value longer than the limits.
 fn check_kv(key: &str, value: Option<&str>) -> Result<(), String> {
     if key.len() > MAX_NAME_BYTES {
@@ -919,12 +932,7 @@ impl State {
         log: &mut Vec<Record>,
     ) -> Result<(), String> {
         check_kv(key, Some(value))?;
-        let record = Record::KvSet {
-            ns: ns.to_owned(),
-            key: key.to_owned(),
-            value: value.to_owned(),
-        };
-        self.commit(record, log);
+        self.commit(kv_record(ns, key, Some(value)), log);
         Ok(())
     }
 
@@ -943,25 +951,19 @@ impl State {
         if current.map(String::as_str) != expected {
             return Ok(false);
         }
-        match value {
-            Some(value) => self.kv_set(ns, key, value, log)?,
-            None => {
-                self.kv_delete(ns, key, log);
-            }
+        // Removing a key that is not set changes nothing, and journals nothing.
+        if value.is_some() || current.is_some() {
+            self.commit(kv_record(ns, key, value), log);
         }
         Ok(true)
     }
 
     /// Removes a plugin's key; whether it was set.
     pub(crate) fn kv_delete(&mut self, ns: &str, key: &str, log: &mut Vec<Record>) -> bool {
-        if self.kv_get(ns, key).is_none() {
+        if !self.kv.get(ns).is_some_and(|space| space.contains_key(key)) {
             return false;
         }
-        let record = Record::KvDelete {
-            ns: ns.to_owned(),
-            key: key.to_owned(),
-        };
-        self.commit(record, log);
+        self.commit(kv_record(ns, key, None), log);
         true
     }
 
