@@ -5,9 +5,10 @@
 //! 1. A jobber calls the host API (a WASM import or the native table's `call`); `api` finds
 //!    the request it serves in [`context`] and calls [`Pools`].
 //! 2. [`Pools`] runs the operation on the [`state::State`] under one lock: the state decides,
-//!    applies the resulting [`record::Record`]s and the records are encoded into the journal
-//!    buffer with the next seqs. Waiters the operation satisfied are handed their grants.
-//! 3. The committer thread writes everything buffered with one write and one fdatasync (group
+//!    applies the resulting [`record::Record`]s, and the records join the unwritten ones with
+//!    the next seqs. Waiters the operation satisfied are handed their grants.
+//! 3. The committer thread takes every unwritten record, encodes them (off the lock, so the
+//!    lanes do not pay for it) and writes them with one write and one fdatasync (group
 //!    commit: whatever arrived during the previous sync goes in the next), then tells
 //!    [`durability::Durability`] the seq that is now durable.
 //! 4. The executor gave the request's answer to `Durability` with the highest seq the call
@@ -53,7 +54,7 @@ const ANSWER_MARGIN: Duration = Duration::from_millis(100);
 /// The pools of one host.
 pub(crate) struct Pools {
     inner: Mutex<Inner>,
-    /// Wakes the committer: frames to write, or stopping.
+    /// Wakes the committer: records to write, or stopping.
     work: Condvar,
     /// Wakes the expiry thread: a sooner deadline, or stopping.
     clock: Condvar,
@@ -67,8 +68,9 @@ pub(crate) struct Pools {
 
 struct Inner {
     state: State,
-    /// Encoded frames not yet handed to the committer.
-    frames: Vec<u8>,
+    /// Records (with their seqs) not yet handed to the committer, which encodes them: off
+    /// this lock, on a thread that otherwise waits for the disk.
+    unwritten: Vec<(u64, Record)>,
     /// The last seq given to a record.
     seq: u64,
     /// Scratch: the records of the operation under way.
@@ -144,7 +146,7 @@ impl Pools {
         Pools {
             inner: Mutex::new(Inner {
                 state,
-                frames: Vec::new(),
+                unwritten: Vec::new(),
                 seq,
                 log: Vec::new(),
                 woken: Vec::new(),
@@ -231,11 +233,14 @@ impl Pools {
         if !inner.log.is_empty() {
             if self.persistent {
                 let Inner {
-                    log, frames, seq, ..
+                    log,
+                    unwritten,
+                    seq,
+                    ..
                 } = inner;
                 for record in log.drain(..) {
                     *seq += 1;
-                    journal::encode(*seq, &record, frames);
+                    unwritten.push((*seq, record));
                 }
                 if inner.committer_idle {
                     // One wake per sleep: the operations that follow until the committer runs
@@ -552,19 +557,20 @@ impl Pools {
     }
 
     fn commit_batches(&self, mut keeper: Keeper<'_>, mut journal: Journal, sizes: Sizes) {
+        let mut records = Vec::new();
         let mut frames = Vec::new();
         self.gather.register_committer();
         loop {
             let (seq, snapshot) = {
                 let mut inner = self.lock();
-                while inner.frames.is_empty() && !inner.stopping {
+                while inner.unwritten.is_empty() && !inner.stopping {
                     inner.committer_idle = true;
                     inner = self
                         .work
                         .wait(inner)
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                 }
-                if inner.frames.is_empty() {
+                if inner.unwritten.is_empty() {
                     return;
                 }
                 if !inner.stopping {
@@ -572,10 +578,16 @@ impl Pools {
                     self.gather.wait(gather::GATHER_CAP);
                     inner = self.lock();
                 }
-                std::mem::swap(&mut frames, &mut inner.frames);
-                let full = journal.len + frames.len() as u64 >= sizes.roll_at();
+                std::mem::swap(&mut records, &mut inner.unwritten);
+                // The snapshot must be of the state these records leave, so it is taken
+                // now, under the lock, once the journal has reached its roll size; the
+                // records go to this journal, which overshoots by at most one commit.
+                let full = journal.len >= sizes.roll_at();
                 (inner.seq, full.then(|| inner.state.snapshot()))
             };
+            for (seq, record) in records.drain(..) {
+                journal::encode(seq, &record, &mut frames);
+            }
             if let Err(err) = journal.commit(&frames) {
                 self.fail(&err);
                 return;
