@@ -289,27 +289,30 @@ impl State {
         if self.leases.contains_key(&grant.lease) {
             return Err(format!("lease {} granted twice", grant.lease));
         }
-        for (pool, id) in &grant.resources {
-            let free = self
-                .pools
-                .get(pool)
-                .and_then(|entry| entry.resources.get(id))
-                .is_some_and(|resource| resource.held_by.is_none());
-            if !free {
-                return Err(format!("grant of {pool}/{id}, which is not free"));
-            }
-        }
+        // The lease shares the state's own names, not the record's: a replayed record's
+        // names are copies of their own, and the lease outlives the record.
         let mut grants = Vec::with_capacity(grant.resources.len());
         for (pool, id) in &grant.resources {
-            let entry = self.pools.get_mut(pool).expect("checked above");
-            let resource = entry.resources.get_mut(id).expect("checked above");
+            let found = self.pools.get_key_value(pool).and_then(|(pool, entry)| {
+                let (id, resource) = entry.resources.get_key_value(id)?;
+                Some((pool, id, resource))
+            });
+            match found {
+                Some((pool, id, resource)) if resource.held_by.is_none() => {
+                    grants.push(GrantView {
+                        pool: pool.clone(),
+                        id: id.clone(),
+                        data: resource.data.clone(),
+                    });
+                }
+                _ => return Err(format!("grant of {pool}/{id}, which is not free")),
+            }
+        }
+        for view in &grants {
+            let entry = self.pools.get_mut(&view.pool).expect("checked above");
+            let resource = entry.resources.get_mut(&view.id).expect("checked above");
             resource.held_by = Some(grant.lease);
             entry.free.remove(&resource.free_key);
-            grants.push(GrantView {
-                pool: pool.clone(),
-                id: id.clone(),
-                data: resource.data.clone(),
-            });
         }
         if let Some(at) = grant.expires_at_ms {
             self.expiries.insert((at, grant.lease));

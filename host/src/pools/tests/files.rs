@@ -3,6 +3,7 @@
 use super::*;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 fn journal_path(folder: &Folder, number: u64) -> PathBuf {
     folder.path().join(format!("journal-{number:08}.log"))
@@ -80,6 +81,25 @@ fn a_journal_recovers_the_state_that_wrote_it() {
     );
     assert_eq!(recovered.next_journal, 1);
     assert!(recovered.state.check().is_ok());
+}
+
+#[test]
+fn a_recovered_lease_shares_its_names_with_its_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, records) = workload();
+    let (folder, _, _) = folder_with(dir.path(), &records);
+    let recovered = folder.recover().unwrap();
+    drop(records);
+    let lease = recovered.state.holdings()[&("q".to_owned(), "s0".to_owned())];
+    let view = recovered.state.view(lease).unwrap();
+    let grant = view
+        .grants
+        .iter()
+        .find(|grant| &*grant.pool == "q")
+        .unwrap();
+    // Each name is held by the pool's map and by the lease, not by a copy of its own.
+    assert_eq!(Arc::strong_count(&grant.id), 2, "resource id {}", grant.id);
+    assert!(Arc::strong_count(&grant.pool) >= 2, "pool {}", grant.pool);
 }
 
 /// A journal's file as it can be found: the frames alone, or followed by the zeros the
