@@ -67,12 +67,18 @@ fn corrupt_at(err: StoreError) -> (PathBuf, u64) {
     }
 }
 
+/// The workload's state and records, and what recovering a folder of its journal gives.
+fn recovered_workload(dir: &Path) -> (State, Vec<Record>, journal::Recovered) {
+    let (state, records) = workload();
+    let (folder, _, _) = folder_with(dir, &records);
+    let recovered = folder.recover().unwrap();
+    (state, records, recovered)
+}
+
 #[test]
 fn a_journal_recovers_the_state_that_wrote_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (state, records) = workload();
-    let (folder, _, _) = folder_with(dir.path(), &records);
-    let recovered = folder.recover().unwrap();
+    let (state, records, recovered) = recovered_workload(dir.path());
     assert_eq!(snapshot_text(&recovered.state), snapshot_text(&state));
     assert_eq!(recovered.seq, records.len() as u64);
     assert_eq!(
@@ -86,9 +92,7 @@ fn a_journal_recovers_the_state_that_wrote_it() {
 #[test]
 fn a_recovered_lease_shares_its_names_with_its_pool() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, records) = workload();
-    let (folder, _, _) = folder_with(dir.path(), &records);
-    let recovered = folder.recover().unwrap();
+    let (_, records, recovered) = recovered_workload(dir.path());
     drop(records);
     let lease = recovered.state.holdings()[&("q".to_owned(), "s0".to_owned())];
     let view = recovered.state.view(lease).unwrap();
