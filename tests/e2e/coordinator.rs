@@ -123,6 +123,15 @@ async fn different_types_run_in_parallel() {
 }
 
 #[tokio::test]
+async fn the_queue_report_has_no_journal_in_memory() {
+    let host = TestHost::with(Host::builder()).await;
+    let mut conn = host.raw().await;
+    let report = conn.call("srvQueuePrint", 1, json!(null)).await;
+    assert_eq!(report["resultJob"]["journal"], Value::Null, "{report}");
+    assert_eq!(report["resultJob"]["connections"], 1, "{report}");
+}
+
+#[tokio::test]
 async fn a_slow_jobber_does_not_stall_other_types() {
     let gate = Gate::new();
     let host = TestHost::with(Host::builder().jobber("slow", gate.handler())).await;

@@ -132,6 +132,42 @@ async fn proxies_are_granted_once_each_and_come_back_on_release() {
 }
 
 #[tokio::test]
+async fn the_queue_report_counts_the_journals_commits() {
+    let setup = Setup::new(&["proxy-pool.wasm"]);
+    let host = setup.start().await;
+    let mut conn = host.raw().await;
+    let before = conn.call("srvQueuePrint", 1, json!(null)).await["resultJob"]["journal"].clone();
+    add_proxies(&mut conn, &["10.0.0.1:3128"]).await;
+    let got = ask(&mut conn, "getProxy", json!({})).await;
+    assert!(got["lease"].is_string(), "{got}");
+    let after = conn.call("srvQueuePrint", 2, json!(null)).await["resultJob"]["journal"].clone();
+    let count = |report: &Value, field: &str| {
+        report[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field} in {report}"))
+    };
+    // Each answer left once its record was durable: the add and the grant are two commits.
+    assert!(
+        count(&after, "commits") >= count(&before, "commits") + 2,
+        "{after}"
+    );
+    assert!(
+        count(&after, "records") >= count(&before, "records") + 2,
+        "{after}"
+    );
+    assert!(count(&after, "bytes") > count(&before, "bytes"), "{after}");
+    assert!(
+        count(&after, "maxSyncMicros") >= count(&after, "lastSyncMicros"),
+        "{after}"
+    );
+    assert!(
+        count(&after, "maxSyncMicros") >= count(&after, "meanSyncMicros"),
+        "{after}"
+    );
+    host.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
 async fn grants_survive_a_restart_and_tokens_keep_growing() {
     let setup = Setup::new(&["proxy-pool.wasm"]);
     let host = setup.start().await;

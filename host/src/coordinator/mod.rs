@@ -260,6 +260,7 @@ impl Coordinator {
             "queues": queues,
             "connections": self.gauge.connections(),
             "pending": self.gauge.pending(),
+            "journal": self.shared.pools.commit_report(),
         });
         demand.peer.reply(&demand.request, status);
     }

@@ -26,6 +26,7 @@ mod journal;
 mod keeper;
 pub(crate) mod record;
 pub(crate) mod state;
+pub(crate) mod stats;
 #[cfg(test)]
 mod tests;
 pub(crate) mod view;
@@ -63,6 +64,8 @@ pub(crate) struct Pools {
     gather: gather::Gather,
     /// Whether there is a journal (a data folder).
     persistent: bool,
+    /// What the committer has done, for `srvQueuePrint`.
+    stats: stats::CommitStats,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -160,6 +163,7 @@ impl Pools {
             durability: Durability::default(),
             gather: gather::Gather::default(),
             persistent,
+            stats: stats::CommitStats::default(),
             threads: Mutex::new(Vec::new()),
         }
     }
@@ -188,6 +192,11 @@ impl Pools {
     /// Where answers wait for their seq.
     pub(crate) fn durability(&self) -> &Durability {
         &self.durability
+    }
+
+    /// What the committer has done since start; `None` for pools in memory.
+    pub(crate) fn commit_report(&self) -> Option<stats::CommitReport> {
+        self.persistent.then(|| self.stats.report())
     }
 
     /// Counts a lane's batch as running while the guard lives, so that the committer
@@ -585,13 +594,16 @@ impl Pools {
                 let full = journal.len >= sizes.roll_at();
                 (inner.seq, full.then(|| inner.state.snapshot()))
             };
+            let count = records.len();
             for (seq, record) in records.drain(..) {
                 journal::encode(seq, &record, &mut frames);
             }
+            let started = Instant::now();
             if let Err(err) = journal.commit(&frames) {
                 self.fail(&err);
                 return;
             }
+            self.stats.commit(count, frames.len(), started.elapsed());
             frames.clear();
             self.durability.publish(seq);
             if let Some(file) = journal.wants_room() {

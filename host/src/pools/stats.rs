@@ -1,0 +1,77 @@
+//! [`CommitStats`]: what the committer has done since start, for operators (`srvQueuePrint`)
+//! and for tuning the gather: how many syncs, how many records each carried, how long the
+//! write and `fdatasync` took. Relaxed atomics, written by the committer alone.
+
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Counters of the journal's commits.
+#[derive(Debug, Default)]
+pub(crate) struct CommitStats {
+    commits: AtomicU64,
+    records: AtomicU64,
+    bytes: AtomicU64,
+    sync_micros: AtomicU64,
+    max_sync_micros: AtomicU64,
+    last_sync_micros: AtomicU64,
+}
+
+/// A reading of [`CommitStats`], as `srvQueuePrint` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CommitReport {
+    /// Commits (one write and one `fdatasync` each) since the host started.
+    pub(crate) commits: u64,
+    /// Records they made durable.
+    pub(crate) records: u64,
+    /// Bytes they wrote.
+    pub(crate) bytes: u64,
+    /// Mean, longest and latest time of a commit's write and `fdatasync`, in microseconds.
+    pub(crate) mean_sync_micros: u64,
+    pub(crate) max_sync_micros: u64,
+    pub(crate) last_sync_micros: u64,
+}
+
+impl CommitStats {
+    /// Counts one commit of `records` records in `bytes` bytes that took `took`.
+    pub(crate) fn commit(&self, records: usize, bytes: usize, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.records.fetch_add(records as u64, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.sync_micros.fetch_add(micros, Ordering::Relaxed);
+        self.max_sync_micros.fetch_max(micros, Ordering::Relaxed);
+        self.last_sync_micros.store(micros, Ordering::Relaxed);
+    }
+
+    pub(crate) fn report(&self) -> CommitReport {
+        let commits = self.commits.load(Ordering::Relaxed);
+        CommitReport {
+            commits,
+            records: self.records.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            mean_sync_micros: self.sync_micros.load(Ordering::Relaxed) / commits.max(1),
+            max_sync_micros: self.max_sync_micros.load(Ordering::Relaxed),
+            last_sync_micros: self.last_sync_micros.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_sums_counts_and_keeps_the_longest_and_latest_sync() {
+        let stats = CommitStats::default();
+        assert_eq!(stats.report().mean_sync_micros, 0);
+        stats.commit(3, 300, Duration::from_micros(100));
+        stats.commit(1, 50, Duration::from_micros(40));
+        let report = stats.report();
+        assert_eq!((report.commits, report.records, report.bytes), (2, 4, 350));
+        assert_eq!(report.mean_sync_micros, 70);
+        assert_eq!(report.max_sync_micros, 100);
+        assert_eq!(report.last_sync_micros, 40);
+    }
+}
