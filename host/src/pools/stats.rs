@@ -25,7 +25,7 @@ pub(crate) struct CommitReport {
     pub(crate) commits: u64,
     /// Records they made durable.
     pub(crate) records: u64,
-    /// Bytes they wrote.
+    /// Bytes of the records they wrote (each commit also writes a small marker frame).
     pub(crate) bytes: u64,
     /// Mean, longest and latest time of a commit's write and `fdatasync`, in microseconds.
     pub(crate) mean_sync_micros: u64,
