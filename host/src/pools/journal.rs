@@ -260,10 +260,11 @@ impl Folder {
     /// removes the journals before that one.
     pub(crate) fn write_snapshot(
         &self,
-        state: Snapshot,
+        mut state: Snapshot,
         seq: u64,
         journal: u64,
     ) -> Result<(), StoreError> {
+        state.sort();
         let file = SnapshotFile {
             format: SNAPSHOT_FORMAT,
             seq,

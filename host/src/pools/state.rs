@@ -56,10 +56,10 @@ pub(crate) struct State {
     /// its view hold the same text, so the grant path copies pointers, not strings.
     pools: HashMap<Name, Pool>,
     leases: HashMap<LeaseId, Lease>,
-    /// Request id → the lease it granted, live or ended.
-    requests: HashMap<String, LeaseId>,
+    /// Request id → the lease it granted, live or ended. The id is shared with its lease.
+    requests: HashMap<Name, LeaseId>,
     /// Request ids of ended leases, oldest first.
-    ended_requests: VecDeque<String>,
+    ended_requests: VecDeque<Name>,
     /// (deadline, lease), soonest first.
     expiries: BTreeSet<(u64, LeaseId)>,
     /// Client → its leases that end when its connection closes.
@@ -98,7 +98,7 @@ struct Lease {
     holder: u64,
     expires_at_ms: Option<u64>,
     on_disconnect: bool,
-    request_id: Option<String>,
+    request_id: Option<Name>,
     /// What it holds, with each resource's data: a view of the lease is these, shared.
     grants: Arc<[GrantView]>,
 }
@@ -323,8 +323,9 @@ impl State {
                 .or_default()
                 .insert(grant.lease);
         }
-        if let Some(request_id) = &grant.request_id {
-            self.requests.insert(request_id.clone(), grant.lease);
+        let request_id = grant.request_id.as_deref().map(Name::from);
+        if let Some(request_id) = &request_id {
+            self.requests.insert(Arc::clone(request_id), grant.lease);
         }
         self.next_lease = self.next_lease.max(grant.lease + 1);
         self.next_token = self.next_token.max(grant.token + 1);
@@ -333,7 +334,7 @@ impl State {
             holder: grant.holder,
             expires_at_ms: grant.expires_at_ms,
             on_disconnect: grant.on_disconnect,
-            request_id: grant.request_id.clone(),
+            request_id,
             grants: grants.into(),
         };
         self.leases.insert(grant.lease, lease);
@@ -456,7 +457,7 @@ impl State {
     ) -> Result<Acquired, PoolError> {
         self.validate(&request)?;
         if let Some(request_id) = &request.request_id {
-            if let Some(&lease) = self.requests.get(request_id) {
+            if let Some(&lease) = self.requests.get(request_id.as_str()) {
                 return match self.view(lease) {
                     Some(view) => Ok(Acquired::Granted(view)),
                     None => Err(PoolError::Conflict(format!(
@@ -984,54 +985,36 @@ impl State {
 
     // ---- snapshots -----------------------------------------------------------------------
 
-    /// Everything durable, for a snapshot file.
+    /// Everything durable, for a snapshot file. It is taken under the pools lock, which
+    /// every lane waits on, so it only copies pointers (names and data are shared) and
+    /// leaves the ordering a file wants to [`Snapshot::sort`], which the keeper runs after.
     pub(crate) fn snapshot(&self) -> Snapshot {
-        let mut pools: Vec<PoolSnapshot> = self
+        let pools = self
             .pools
             .iter()
             .map(|(name, entry)| {
-                let mut resources: Vec<(String, Data)> = entry
-                    .free
-                    .values()
-                    .map(|id| (id.to_string(), entry.resources[id].data.clone()))
-                    .collect();
-                let mut held: Vec<(String, Data)> = entry
-                    .resources
-                    .iter()
-                    .filter(|(_, resource)| resource.held_by.is_some())
-                    .map(|(id, resource)| (id.to_string(), resource.data.clone()))
-                    .collect();
-                held.sort_by(|a, b| a.0.cmp(&b.0));
-                resources.extend(held);
+                let (order, resources) = (entry.resources.iter())
+                    .map(|(id, resource)| {
+                        // Free ones in grant order, then the held ones.
+                        let order = match resource.held_by {
+                            None => resource.free_key,
+                            Some(_) => u64::MAX,
+                        };
+                        (order, (Arc::clone(id), resource.data.clone()))
+                    })
+                    .unzip();
                 PoolSnapshot {
-                    name: name.to_string(),
+                    name: Arc::clone(name),
                     resources,
+                    order,
                 }
             })
             .collect();
-        pools.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut leases: Vec<GrantRecord> = self
-            .leases
-            .iter()
-            .map(|(&id, lease)| GrantRecord {
-                lease: id,
-                token: lease.token,
-                holder: lease.holder,
-                expires_at_ms: lease.expires_at_ms,
-                on_disconnect: lease.on_disconnect,
-                request_id: lease.request_id.clone(),
-                resources: lease
-                    .grants
-                    .iter()
-                    .map(|grant| (grant.pool.clone(), grant.id.clone()))
-                    .collect(),
-            })
-            .collect();
-        leases.sort_by_key(|lease| lease.lease);
+        let leases = self.leases.iter().map(|(&id, lease)| (id, lease.clone()));
         let ended_requests = self
             .ended_requests
             .iter()
-            .map(|id| (id.clone(), self.requests[id]))
+            .map(|id| (Arc::clone(id), self.requests[id]))
             .collect();
         let kv = self
             .kv
@@ -1042,7 +1025,7 @@ impl State {
             next_lease: self.next_lease,
             next_token: self.next_token,
             pools,
-            leases,
+            leases: Leases::Taken(leases.collect()),
             ended_requests,
             kv,
         }
@@ -1052,13 +1035,23 @@ impl State {
     pub(crate) fn restore(snapshot: Snapshot) -> Result<State, String> {
         let mut state = State::default();
         for pool in snapshot.pools {
+            let resources = pool.resources.into_iter();
             state.apply(&Record::Add {
-                pool: pool.name,
-                resources: pool.resources,
+                pool: pool.name.to_string(),
+                resources: resources.map(|(id, data)| (id.to_string(), data)).collect(),
             })?;
         }
-        for lease in &snapshot.leases {
-            state.apply_grant(lease)?;
+        match snapshot.leases {
+            Leases::Taken(leases) => {
+                for (id, lease) in &leases {
+                    state.apply_grant(&lease.record(*id))?;
+                }
+            }
+            Leases::Read(leases) => {
+                for lease in &leases {
+                    state.apply_grant(lease)?;
+                }
+            }
         }
         for (request_id, lease) in snapshot.ended_requests {
             if state.leases.contains_key(&lease) {
@@ -1066,7 +1059,7 @@ impl State {
                     "ended request {request_id} names live lease {lease}"
                 ));
             }
-            state.requests.insert(request_id.clone(), lease);
+            state.requests.insert(Arc::clone(&request_id), lease);
             state.ended_requests.push_back(request_id);
         }
         state.kv = snapshot.kv.into_iter().collect();
@@ -1146,14 +1139,80 @@ pub(crate) struct Snapshot {
     next_lease: LeaseId,
     next_token: u64,
     pools: Vec<PoolSnapshot>,
-    leases: Vec<GrantRecord>,
-    ended_requests: Vec<(String, LeaseId)>,
+    leases: Leases,
+    ended_requests: Vec<(Name, LeaseId)>,
     kv: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl Snapshot {
+    /// Puts pools, held resources and leases in order, so that equal states write equal
+    /// files. Free resources keep their grant order.
+    pub(crate) fn sort(&mut self) {
+        self.pools.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        for pool in &mut self.pools {
+            let order = std::mem::take(&mut pool.order);
+            if order.len() != pool.resources.len() {
+                continue; // read from a file: in order already
+            }
+            let mut keyed: Vec<_> = order.into_iter().zip(pool.resources.drain(..)).collect();
+            keyed.sort_unstable_by(|(a, (a_id, _)), (b, (b_id, _))| (a, a_id).cmp(&(b, b_id)));
+            pool.resources = keyed.into_iter().map(|(_, resource)| resource).collect();
+        }
+        if let Leases::Taken(leases) = &mut self.leases {
+            leases.sort_unstable_by_key(|(id, _)| *id);
+        }
+    }
+}
+
+/// A snapshot's leases: as taken from the state, sharing its grants, each turned into its
+/// record only when written; or as read from a file.
+#[derive(Debug)]
+enum Leases {
+    Taken(Vec<(LeaseId, Lease)>),
+    Read(Vec<GrantRecord>),
+}
+
+impl Serialize for Leases {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Leases::Taken(leases) => {
+                serializer.collect_seq(leases.iter().map(|(id, lease)| lease.record(*id)))
+            }
+            Leases::Read(leases) => leases.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Leases {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::deserialize(deserializer).map(Leases::Read)
+    }
+}
+
+impl Lease {
+    /// The grant record that makes this lease, as lease `id`.
+    fn record(&self, id: LeaseId) -> GrantRecord {
+        GrantRecord {
+            lease: id,
+            token: self.token,
+            holder: self.holder,
+            expires_at_ms: self.expires_at_ms,
+            on_disconnect: self.on_disconnect,
+            request_id: self.request_id.as_deref().map(str::to_owned),
+            resources: (self.grants.iter())
+                .map(|grant| (Arc::clone(&grant.pool), Arc::clone(&grant.id)))
+                .collect(),
+        }
+    }
 }
 
 /// A pool in a snapshot: free resources in grant order, then held ones.
 #[derive(Debug, Serialize, Deserialize)]
 struct PoolSnapshot {
-    name: String,
-    resources: Vec<(String, Data)>,
+    name: Name,
+    resources: Vec<(Name, Data)>,
+    /// Each resource's place, for [`Snapshot::sort`]: its free key, or `u64::MAX` when
+    /// held (held ones go last, by id). Not in the file, which is in order already.
+    #[serde(skip)]
+    order: Vec<u64>,
 }

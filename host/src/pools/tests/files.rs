@@ -284,6 +284,68 @@ fn a_gap_in_the_seqs_is_corruption() {
     );
 }
 
+/// The snapshot is taken under the lock in the state's own (hash) order and put in order
+/// only when written: the file must list pools by name, each pool's free resources in grant
+/// order then its held ones by id, and leases by id, and read back as the same state.
+#[test]
+fn a_written_snapshot_is_in_order_and_reads_back_as_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = TestState::new();
+    let ids: Vec<String> = (0..40).map(|i| format!("r{i:02}")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    t.add("q", &ids);
+    t.add("p", &["x"]);
+    let leases: Vec<_> = (0..30)
+        .map(|i| {
+            t.grant(
+                i,
+                AcquireRequest::count("q", 1).request_id(format!("job-{i}")),
+            )
+        })
+        .collect();
+    for lease in leases.iter().step_by(3) {
+        t.release(lease.id).unwrap();
+    }
+    let free_order = t.free("q");
+    let folder = Folder::open(dir.path()).unwrap();
+    folder.write_snapshot(t.state.snapshot(), 1, 0).unwrap();
+
+    let text = fs::read(folder.path().join("snapshot.json")).unwrap();
+    let file: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    let pools = file["state"]["pools"].as_array().unwrap();
+    let names: Vec<&str> = pools.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["p", "q"]);
+    let listed: Vec<&str> = (pools[1]["resources"].as_array().unwrap().iter())
+        .map(|r| r[0].as_str().unwrap())
+        .collect();
+    let mut held: Vec<&str> = (leases.iter().enumerate())
+        .filter(|(i, _)| i % 3 != 0)
+        .flat_map(|(_, lease)| lease.grants.iter().map(|grant| &*grant.id))
+        .collect();
+    held.sort_unstable();
+    assert_eq!(
+        listed[..free_order.len()],
+        free_order[..],
+        "free ones, in grant order"
+    );
+    assert_eq!(
+        listed[free_order.len()..],
+        held[..],
+        "then the held ones, by id"
+    );
+    let lease_ids: Vec<u64> = (file["state"]["leases"].as_array().unwrap().iter())
+        .map(|l| l["lease"].as_u64().unwrap())
+        .collect();
+    assert!(
+        lease_ids.is_sorted() && lease_ids.len() == 20,
+        "{lease_ids:?}"
+    );
+
+    let snapshot: Snapshot = serde_json::from_value(file["state"].clone()).unwrap();
+    let restored = State::restore(snapshot).unwrap();
+    assert_eq!(snapshot_text(&restored), snapshot_text(&t.state));
+}
+
 #[test]
 fn a_corrupt_snapshot_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();

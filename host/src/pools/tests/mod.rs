@@ -24,7 +24,9 @@ fn data_of(pool: &str, id: &str) -> Data {
 
 /// The snapshot as its file would hold it: equal text, equal state.
 fn snapshot_text(state: &State) -> String {
-    serde_json::to_string(&state.snapshot()).expect("a snapshot serializes")
+    let mut snapshot = state.snapshot();
+    snapshot.sort();
+    serde_json::to_string(&snapshot).expect("a snapshot serializes")
 }
 
 /// A lease's resources as `pool/id`, in grant order.
