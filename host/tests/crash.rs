@@ -17,11 +17,11 @@ use resman_sdk::client::{Client, ClientError};
 use resman_sdk::ErrorCode;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{Served, DEADLINE};
+use support::{connect, until_served, with_proxy_pool, Served, DEADLINE};
 
 const CYCLES: usize = 20;
 const CLIENTS: usize = 8;
@@ -72,19 +72,6 @@ impl Ledger {
     }
 }
 
-fn artifact(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("plugins/debug").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/build-plugins.sh",
-        path.display()
-    );
-    path
-}
-
 fn serve(dir: &Path) -> Served {
     let arg = |name: &str| dir.join(name).to_string_lossy().into_owned();
     let (plugins, data, cache) = (arg("plugins"), arg("data"), arg("cache"));
@@ -103,26 +90,6 @@ fn serve(dir: &Path) -> Served {
         "65536",
     ];
     Served::start(dir, &args)
-}
-
-async fn connect(served: &Served) -> Client {
-    Client::builder()
-        .timeout(DEADLINE)
-        .connect(served.addr)
-        .await
-        .expect("connects")
-}
-
-/// Waits until the plugin serves `getProxy` (it loads as the host starts).
-async fn until_served(client: &Client) {
-    let started = Instant::now();
-    while let Err(err) = client.request("proxyStatus", json!({})).await {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "proxy-pool never served: {err}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn lost(err: &ClientError) -> bool {
@@ -262,12 +229,7 @@ fn audit(status: &Value, ledger: &Ledger) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grants_survive_sigkill_mid_load_cycle_after_cycle() {
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::create_dir(dir.path().join("plugins")).expect("plugins folder");
-    std::fs::copy(
-        artifact("proxy-pool.wasm"),
-        dir.path().join("plugins/proxy-pool.wasm"),
-    )
-    .expect("copy the plugin");
+    with_proxy_pool(dir.path());
     let ledger = Arc::new(Mutex::new(Ledger {
         held: vec![Held::new(); CLIENTS],
         ..Ledger::default()

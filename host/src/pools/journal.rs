@@ -321,6 +321,16 @@ impl Folder {
     }
 }
 
+/// Why a commit did not happen.
+#[derive(Debug)]
+pub(crate) enum CommitError {
+    /// The file could not be extended to hold the frames (the disk is full, say), so none
+    /// of them was written: the same commit may be tried again once there is room.
+    NoRoom(StoreError),
+    /// Writing or syncing the frames failed: what reached the disk is unknown.
+    Failed(StoreError),
+}
+
 /// The journal being appended to, by the committer.
 #[derive(Debug)]
 pub(crate) struct Journal {
@@ -333,21 +343,21 @@ pub(crate) struct Journal {
 impl Journal {
     /// Appends encoded frames and makes them durable: one fdatasync. Waits for (or makes)
     /// room first if the zeros ahead ran out.
-    pub(crate) fn commit(&mut self, frames: &[u8]) -> Result<(), StoreError> {
+    pub(crate) fn commit(&mut self, frames: &[u8]) -> Result<(), CommitError> {
         self.append(&[&marker_frame(), frames])
     }
 
     /// Writes `bytes` as they are (frames with their markers), for tests that build files
     /// frame by frame.
     #[cfg(test)]
-    pub(crate) fn write_raw(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+    pub(crate) fn write_raw(&mut self, bytes: &[u8]) -> Result<(), CommitError> {
         self.append(&[bytes])
     }
 
     /// Writes `parts` one after another after the frames, then one fdatasync.
-    fn append(&mut self, parts: &[&[u8]]) -> Result<(), StoreError> {
+    fn append(&mut self, parts: &[&[u8]]) -> Result<(), CommitError> {
         let bytes: u64 = parts.iter().map(|part| part.len() as u64).sum();
-        self.file.reserve(self.len + bytes)?;
+        (self.file.reserve(self.len + bytes)).map_err(CommitError::NoRoom)?;
         let write = |file: &File| {
             let mut at = self.len;
             for part in parts {
@@ -356,7 +366,8 @@ impl Journal {
             }
             file.sync_data()
         };
-        write(&self.file.file).map_err(io_error(&self.file.path))?;
+        (write(&self.file.file))
+            .map_err(|err| CommitError::Failed(io_error(&self.file.path)(err)))?;
         self.len += bytes;
         Ok(())
     }

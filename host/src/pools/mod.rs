@@ -35,7 +35,7 @@ pub(crate) use journal::Sizes;
 pub use journal::StoreError;
 
 use durability::Durability;
-use journal::{Folder, Journal};
+use journal::{CommitError, Folder, Journal};
 use keeper::Keeper;
 use record::{Data, LeaseId, Record};
 use resman_sdk::pool::{AcquireRequest, PoolError};
@@ -51,6 +51,11 @@ use view::{LeaseView, StatusView};
 
 /// How much of a call's deadline a waiting acquire leaves for the jobber to answer.
 const ANSWER_MARGIN: Duration = Duration::from_millis(100);
+
+/// How long the committer first waits before it tries again a commit the disk had no room
+/// for; the wait doubles each time, up to [`NO_ROOM_RETRY_MAX`].
+const NO_ROOM_RETRY_FIRST: Duration = Duration::from_millis(50);
+const NO_ROOM_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// The pools of one host.
 pub(crate) struct Pools {
@@ -599,7 +604,7 @@ impl Pools {
                 journal::encode(seq, &record, &mut frames);
             }
             let started = Instant::now();
-            if let Err(err) = journal.commit(&frames) {
+            if let Err(err) = self.commit_when_room(&mut journal, &frames) {
                 self.fail(&err);
                 return;
             }
@@ -627,6 +632,35 @@ impl Pools {
                 }
             }
         }
+    }
+
+    /// Commits `frames`. When the disk has no room for them (none of them was written), the
+    /// pools do not stop: the commit is tried again, with growing waits, until there is room
+    /// (an operator freed space) or the host stops. Meanwhile operations go on in memory and
+    /// their answers stay held, as they would behind a slow sync. Any other failure is
+    /// final: after a failed write or `fdatasync` what reached the disk is unknown.
+    fn commit_when_room(&self, journal: &mut Journal, frames: &[u8]) -> Result<(), StoreError> {
+        let mut wait = NO_ROOM_RETRY_FIRST;
+        loop {
+            let err = match journal.commit(frames) {
+                Ok(()) => break,
+                Err(CommitError::Failed(err)) => return Err(err),
+                Err(CommitError::NoRoom(err)) => err,
+            };
+            if !self.stats.waiting_for_room(true) {
+                tracing::error!(%err, "no room for the journal: commits wait, answers are held");
+            }
+            let inner = self.lock();
+            if inner.stopping {
+                return Err(err);
+            }
+            drop(self.work.wait_timeout(inner, wait));
+            wait = (wait * 2).min(NO_ROOM_RETRY_MAX);
+        }
+        if self.stats.waiting_for_room(false) {
+            tracing::info!("the journal has room again: commits go on");
+        }
+        Ok(())
     }
 
     /// The journal cannot be written: nothing more is granted and held answers fail.

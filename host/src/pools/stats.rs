@@ -3,7 +3,7 @@
 //! write and `fdatasync` took. Relaxed atomics, written by the committer alone.
 
 use serde::Serialize;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Counters of the journal's commits.
@@ -15,6 +15,7 @@ pub(crate) struct CommitStats {
     sync_micros: AtomicU64,
     max_sync_micros: AtomicU64,
     last_sync_micros: AtomicU64,
+    waiting_for_room: AtomicBool,
 }
 
 /// A reading of [`CommitStats`], as `srvQueuePrint` shows it.
@@ -31,6 +32,9 @@ pub(crate) struct CommitReport {
     pub(crate) mean_sync_micros: u64,
     pub(crate) max_sync_micros: u64,
     pub(crate) last_sync_micros: u64,
+    /// The disk had no room for the latest commit: it is being tried again, and the
+    /// answers it carries are held until it succeeds.
+    pub(crate) waiting_for_room: bool,
 }
 
 impl CommitStats {
@@ -45,6 +49,11 @@ impl CommitStats {
         self.last_sync_micros.store(micros, Ordering::Relaxed);
     }
 
+    /// Sets whether the committer waits for room on the disk; returns what it was.
+    pub(crate) fn waiting_for_room(&self, waiting: bool) -> bool {
+        self.waiting_for_room.swap(waiting, Ordering::Relaxed)
+    }
+
     pub(crate) fn report(&self) -> CommitReport {
         let commits = self.commits.load(Ordering::Relaxed);
         CommitReport {
@@ -54,6 +63,7 @@ impl CommitStats {
             mean_sync_micros: self.sync_micros.load(Ordering::Relaxed) / commits.max(1),
             max_sync_micros: self.max_sync_micros.load(Ordering::Relaxed),
             last_sync_micros: self.last_sync_micros.load(Ordering::Relaxed),
+            waiting_for_room: self.waiting_for_room.load(Ordering::Relaxed),
         }
     }
 }
@@ -73,5 +83,19 @@ mod tests {
         assert_eq!(report.mean_sync_micros, 70);
         assert_eq!(report.max_sync_micros, 100);
         assert_eq!(report.last_sync_micros, 40);
+        assert!(!report.waiting_for_room);
+    }
+
+    #[test]
+    fn waiting_for_room_is_reported_and_says_what_it_was() {
+        let stats = CommitStats::default();
+        assert!(!stats.waiting_for_room(true), "not waiting at first");
+        assert!(
+            stats.waiting_for_room(true),
+            "the second no-room commit finds it set"
+        );
+        assert!(stats.report().waiting_for_room);
+        assert!(stats.waiting_for_room(false));
+        assert!(!stats.report().waiting_for_room);
     }
 }

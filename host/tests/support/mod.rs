@@ -4,10 +4,11 @@
 // Each test crate that includes this module uses only part of it.
 #![allow(dead_code)]
 
-use serde_json::Value;
+use resman_sdk::client::Client;
+use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -26,16 +27,22 @@ pub struct Served {
 
 impl Served {
     pub fn start(dir: &Path, args: &[&str]) -> Served {
-        let mut child = resman()
+        Served::start_with(dir, args, |_| {})
+    }
+
+    /// [`start`](Self::start), with `configure` applied to the command first.
+    pub fn start_with(dir: &Path, args: &[&str], configure: impl FnOnce(&mut Command)) -> Served {
+        let mut command = resman();
+        command
             .current_dir(dir)
             .args(["--log-format", "json", "serve"])
             .args(args)
             .env("RUST_LOG", "info")
             .env("XDG_CACHE_HOME", dir.join("cache"))
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("resman starts");
+            .stderr(Stdio::piped());
+        configure(&mut command);
+        let mut child = command.spawn().expect("resman starts");
         let stderr = child.stderr.take().expect("piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -88,5 +95,49 @@ impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A plugin built by `scripts/build-plugins.sh` (debug).
+pub fn artifact(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("plugins/debug").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-plugins.sh",
+        path.display()
+    );
+    path
+}
+
+/// Makes `dir/plugins` holding the `proxy-pool` plugin.
+pub fn with_proxy_pool(dir: &Path) {
+    std::fs::create_dir(dir.join("plugins")).expect("plugins folder");
+    std::fs::copy(
+        artifact("proxy-pool.wasm"),
+        dir.join("plugins/proxy-pool.wasm"),
+    )
+    .expect("copy the plugin");
+}
+
+pub async fn connect(served: &Served) -> Client {
+    Client::builder()
+        .timeout(DEADLINE)
+        .connect(served.addr)
+        .await
+        .expect("connects")
+}
+
+/// Waits until the `proxy-pool` plugin serves (it loads as the host starts).
+pub async fn until_served(client: &Client) {
+    let started = Instant::now();
+    while let Err(err) = client.request("proxyStatus", json!({})).await {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "proxy-pool never served: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
