@@ -64,7 +64,9 @@ pub(crate) struct State {
     expiries: BTreeSet<(u64, LeaseId)>,
     /// Client → its leases that end when its connection closes.
     on_disconnect: HashMap<u64, BTreeSet<LeaseId>>,
-    kv: HashMap<String, BTreeMap<String, String>>,
+    /// Plugin namespace → its store. A namespace is shared with a snapshot being written,
+    /// and copied by its first write while it is.
+    kv: HashMap<String, Arc<BTreeMap<String, String>>>,
     next_lease: LeaseId,
     /// Fencing tokens come from one counter for all resources, so a resource's tokens grow
     /// over its whole history, through removal and re-adding too.
@@ -271,14 +273,12 @@ impl State {
                 }
             }
             Record::KvSet { ns, key, value } => {
-                self.kv
-                    .entry(ns.clone())
-                    .or_default()
-                    .insert(key.clone(), value.clone());
+                let space = self.kv.entry(ns.clone()).or_default();
+                Arc::make_mut(space).insert(key.clone(), value.clone());
             }
             Record::KvDelete { ns, key } => {
                 if let Some(space) = self.kv.get_mut(ns) {
-                    space.remove(key);
+                    Arc::make_mut(space).remove(key);
                 }
             }
         }
@@ -1019,7 +1019,7 @@ impl State {
         let kv = self
             .kv
             .iter()
-            .map(|(ns, space)| (ns.clone(), space.clone()))
+            .map(|(ns, space)| (ns.clone(), Arc::clone(space)))
             .collect();
         Snapshot {
             next_lease: self.next_lease,
@@ -1141,7 +1141,7 @@ pub(crate) struct Snapshot {
     pools: Vec<PoolSnapshot>,
     leases: Leases,
     ended_requests: Vec<(Name, LeaseId)>,
-    kv: BTreeMap<String, BTreeMap<String, String>>,
+    kv: BTreeMap<String, Arc<BTreeMap<String, String>>>,
 }
 
 impl Snapshot {

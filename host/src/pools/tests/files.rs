@@ -346,6 +346,29 @@ fn a_written_snapshot_is_in_order_and_reads_back_as_the_state() {
     assert_eq!(snapshot_text(&restored), snapshot_text(&t.state));
 }
 
+/// A snapshot shares what it can with the state (plugin stores, lease grants); what changes
+/// after it is taken must not reach it.
+#[test]
+fn changes_after_a_snapshot_do_not_reach_it() {
+    let mut t = TestState::new();
+    t.add("p", &["r0"]);
+    let lease = t.grant(1, AcquireRequest::count("p", 1));
+    t.state.kv_set("plugin", "k", "before", &mut t.log).unwrap();
+    let snapshot = t.state.snapshot();
+    t.state.kv_set("plugin", "k", "after", &mut t.log).unwrap();
+    t.state.kv_set("plugin", "new", "x", &mut t.log).unwrap();
+    t.release(lease.id).unwrap();
+
+    let restored = State::restore(snapshot).unwrap();
+    assert_eq!(restored.kv_get("plugin", "k").as_deref(), Some("before"));
+    assert_eq!(restored.kv_get("plugin", "new"), None);
+    assert!(
+        restored.lease(lease.id).is_ok(),
+        "the lease is held in the snapshot"
+    );
+    assert_eq!(t.state.kv_get("plugin", "k").as_deref(), Some("after"));
+}
+
 #[test]
 fn a_corrupt_snapshot_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
