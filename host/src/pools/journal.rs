@@ -357,7 +357,8 @@ impl Journal {
     /// Writes `parts` one after another after the frames, then one fdatasync.
     fn append(&mut self, parts: &[&[u8]]) -> Result<(), CommitError> {
         let bytes: u64 = parts.iter().map(|part| part.len() as u64).sum();
-        (self.file.reserve(self.len + bytes)).map_err(CommitError::NoRoom)?;
+        let reserved = self.file.reserve(self.len + bytes);
+        reserved.map_err(CommitError::NoRoom)?;
         let write = |file: &File| {
             let mut at = self.len;
             for part in parts {
@@ -366,8 +367,8 @@ impl Journal {
             }
             file.sync_data()
         };
-        (write(&self.file.file))
-            .map_err(|err| CommitError::Failed(io_error(&self.file.path)(err)))?;
+        let written = write(&self.file.file).map_err(io_error(&self.file.path));
+        written.map_err(CommitError::Failed)?;
         self.len += bytes;
         Ok(())
     }

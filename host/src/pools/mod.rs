@@ -603,12 +603,13 @@ impl Pools {
             for (seq, record) in records.drain(..) {
                 journal::encode(seq, &record, &mut frames);
             }
-            let started = Instant::now();
-            if let Err(err) = self.commit_when_room(&mut journal, &frames) {
-                self.fail(&err);
-                return;
+            match self.commit_when_room(&mut journal, &frames) {
+                Ok(took) => self.stats.commit(count, frames.len(), took),
+                Err(err) => {
+                    self.fail(&err);
+                    return;
+                }
             }
-            self.stats.commit(count, frames.len(), started.elapsed());
             frames.clear();
             self.durability.publish(seq);
             if let Some(file) = journal.wants_room() {
@@ -638,12 +639,18 @@ impl Pools {
     /// pools do not stop: the commit is tried again, with growing waits, until there is room
     /// (an operator freed space) or the host stops. Meanwhile operations go on in memory and
     /// their answers stay held, as they would behind a slow sync. Any other failure is
-    /// final: after a failed write or `fdatasync` what reached the disk is unknown.
-    fn commit_when_room(&self, journal: &mut Journal, frames: &[u8]) -> Result<(), StoreError> {
+    /// final: after a failed write or `fdatasync` what reached the disk is unknown. Returns
+    /// how long the commit that succeeded took.
+    fn commit_when_room(
+        &self,
+        journal: &mut Journal,
+        frames: &[u8],
+    ) -> Result<Duration, StoreError> {
         let mut wait = NO_ROOM_RETRY_FIRST;
-        loop {
+        let took = loop {
+            let started = Instant::now();
             let err = match journal.commit(frames) {
-                Ok(()) => break,
+                Ok(()) => break started.elapsed(),
                 Err(CommitError::Failed(err)) => return Err(err),
                 Err(CommitError::NoRoom(err)) => err,
             };
@@ -656,11 +663,11 @@ impl Pools {
             }
             drop(self.work.wait_timeout(inner, wait));
             wait = (wait * 2).min(NO_ROOM_RETRY_MAX);
-        }
+        };
         if self.stats.waiting_for_room(false) {
             tracing::info!("the journal has room again: commits go on");
         }
-        Ok(())
+        Ok(took)
     }
 
     /// The journal cannot be written: nothing more is granted and held answers fail.
