@@ -73,23 +73,9 @@ impl Ledger {
 }
 
 fn serve(dir: &Path) -> Served {
-    let arg = |name: &str| dir.join(name).to_string_lossy().into_owned();
-    let (plugins, data, cache) = (arg("plugins"), arg("data"), arg("cache"));
-    let args = [
-        "--port",
-        "0",
-        "--plugins",
-        &plugins,
-        "--data-dir",
-        &data,
-        "--cache-dir",
-        &cache,
-        // Small journals, so that kills land in rolls too: in the keeper's snapshot writing,
-        // its creating of the next journal and its extending of the current one.
-        "--journal-roll-bytes",
-        "65536",
-    ];
-    Served::start(dir, &args)
+    // Small journals, so that kills land in rolls too: in the keeper's snapshot writing, its
+    // creating of the next journal and its extending of the current one.
+    Served::durable(dir, 65536, |_| {})
 }
 
 fn lost(err: &ClientError) -> bool {

@@ -20,22 +20,8 @@ const BATCHES: usize = 48;
 const PER_BATCH: usize = 1000;
 
 fn serve(dir: &std::path::Path, limited: bool) -> Served {
-    let arg = |name: &str| dir.join(name).to_string_lossy().into_owned();
-    let (plugins, data, cache) = (arg("plugins"), arg("data"), arg("cache"));
-    let args = [
-        "--port",
-        "0",
-        "--plugins",
-        &plugins,
-        "--data-dir",
-        &data,
-        "--cache-dir",
-        &cache,
-        // Journals grow 64 KiB at a time and are not rolled before the test ends.
-        "--journal-roll-bytes",
-        "4194304",
-    ];
-    Served::start_with(dir, &args, |command| {
+    // Journals grow 256 KiB at a time and are not rolled before the test ends.
+    Served::durable(dir, 4 << 20, |command| {
         if limited {
             limit_file_size(command);
         }

@@ -30,6 +30,28 @@ impl Served {
         Served::start_with(dir, args, |_| {})
     }
 
+    /// A host on port 0 serving `dir/plugins`, with its data in `dir/data` and its compiled
+    /// plugins in `dir/cache`, rolling journals at `roll_bytes`; `configure` is applied to
+    /// the command first.
+    pub fn durable(dir: &Path, roll_bytes: u64, configure: impl FnOnce(&mut Command)) -> Served {
+        let arg = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let (plugins, data, cache) = (arg("plugins"), arg("data"), arg("cache"));
+        let roll_bytes = roll_bytes.to_string();
+        let args = [
+            "--port",
+            "0",
+            "--plugins",
+            &plugins,
+            "--data-dir",
+            &data,
+            "--cache-dir",
+            &cache,
+            "--journal-roll-bytes",
+            &roll_bytes,
+        ];
+        Served::start_with(dir, &args, configure)
+    }
+
     /// [`start`](Self::start), with `configure` applied to the command first.
     pub fn start_with(dir: &Path, args: &[&str], configure: impl FnOnce(&mut Command)) -> Served {
         let mut command = resman();
