@@ -8,6 +8,9 @@
 #           appendfsync everysec (up to a second of writes lost in a crash) and with
 #           appendfsync always (fsync'd before the answer, as resman does).
 # Both count requests, each one durable change: a resman round trip is two (grant, release).
+# Under each row, "CPU": each server's CPU time (user + system, from /proc) per request, and
+# resman's as a multiple of Redis's. Servers and load generators share the machine, so CPU per
+# request says how much of it each server needs, however busy the machine was.
 # Needs redis-server, redis-cli and redis-benchmark (Debian: redis-server), and python3.
 # Usage: scripts/bench-pools.sh [requests-per-setting]
 #   RESMAN_THREADS=n sets serve --threads; BENCH_DIR=folder holds the data files (default
@@ -19,6 +22,7 @@ requests=${1:-200000}
 settings=("50 1" "50 16")
 proxies=4000 # more than connections x pipeline, plus the leases a run may end holding
 mport=46971; everysec_port=46381; always_port=46382
+declare -A server_pid # name → pid, for its CPU time
 
 die() { echo "bench-pools: $*" >&2; exit 1; }
 [[ "$requests" =~ ^[1-9][0-9]*$ ]] || die "usage: $0 [requests-per-setting]"
@@ -69,6 +73,7 @@ start_redis() { # name port fsync-policy
     redis-server --port "$2" --dir "$work/$1" --appendonly yes --appendfsync "$3" --save '' \
         --daemonize no >"$work/$1.log" 2>&1 &
     pids+=($!)
+    server_pid[$1]=$!
     wait_for "$1" $! "$work/$1.log" redis-cli -p "$2" ping
 }
 
@@ -80,6 +85,7 @@ start_resman() {
         --cache-dir "$work/cache" ${RESMAN_THREADS:+--threads "$RESMAN_THREADS"} \
         >"$work/resman.log" 2>&1 &
     pids+=($!)
+    server_pid[resman]=$!
     wait_for resman $! "$work/resman.log" $resman call proxyStatus --addr 127.0.0.1:$mport --timeout 1s
 }
 
@@ -107,8 +113,16 @@ PY
     [ "$(redis-cli -p "$1" llen free)" = "$2" ] || die "could not fill list free on port $1"
 }
 
-redis_lmove() { # port c P n → "rps p99_ms"
-    fill_redis "$1" $(($4 + $2 * $3 + 10000))
+hz=$(getconf CLK_TCK)
+cpu_ticks() { # name → the server's user + system CPU time so far, in clock ticks
+    awk '{ print $14 + $15 }' "/proc/${server_pid[$1]}/stat"
+}
+
+cpu_per_request() { # name ticks-before requests → "µs of its CPU per request"
+    python3 -c "print(f'{($(cpu_ticks "$1") - $2) / $hz * 1e6 / $3:.2f}')"
+}
+
+redis_lmove() { # port c P n → "rps p99_ms"; `free` filled by fill_redis first
     local out
     out=$(redis-benchmark -p "$1" -c "$2" -P "$3" -n "$4" --csv LMOVE free held LEFT RIGHT | tail -n 1)
     # "LMOVE free held LEFT RIGHT","rps","avg","min","p50","p95","p99","max"
@@ -135,13 +149,23 @@ printf "$row" "c,P" "resman rps" "p99 ms" "everysec rps" "p99 ms" "always rps" "
 for setting in "${settings[@]}"; do
     read -r c p <<<"$setting"
     # Assigned first, so that a failure stops the script (a failed `read <<<"$(...)"` would not).
+    fill_redis $everysec_port $((requests + c * p + 10000))
+    ticks=$(cpu_ticks redis-everysec)
     every=$(redis_lmove $everysec_port "$c" "$p" "$requests")
+    every_cpu=$(cpu_per_request redis-everysec "$ticks" "$requests")
+    fill_redis $always_port $((requests + c * p + 10000))
+    ticks=$(cpu_ticks redis-always)
     always=$(redis_lmove $always_port "$c" "$p" "$requests")
+    always_cpu=$(cpu_per_request redis-always "$ticks" "$requests")
+    ticks=$(cpu_ticks resman)
     ours=$(resman_chain "$c" "$p" "$requests")
+    ours_cpu=$(cpu_per_request resman "$ticks" "$requests")
     read -r every_rps every_p99 <<<"$every"
     read -r always_rps always_p99 <<<"$always"
     read -r ours_rps ours_p99 ours_errors ours_first <<<"$ours"
     printf "$row" "$c,$p" "$ours_rps" "$ours_p99" "$every_rps" "$every_p99" "$always_rps" \
         "$always_p99" "$(ratio "$ours_rps" "$every_rps")" "$(ratio "$ours_rps" "$always_rps")"
+    printf "$row" "  CPU" "${ours_cpu} us" "" "${every_cpu} us" "" "${always_cpu} us" "" \
+        "$(ratio "$ours_cpu" "$every_cpu")" "$(ratio "$ours_cpu" "$always_cpu")"
     [ "$ours_errors" = 0 ] || echo "  resman: $ours_errors error responses; the first: $ours_first"
 done
