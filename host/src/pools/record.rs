@@ -21,10 +21,11 @@ pub(crate) type Name = Arc<str>;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Record {
-    /// Resources joined a pool (made if new); an empty list only makes the pool.
+    /// Resources joined a pool (made if new); an empty list only makes the pool. The names
+    /// are the ones the state keeps, shared.
     Add {
-        pool: String,
-        resources: Vec<(String, Data)>,
+        pool: Name,
+        resources: Vec<(Name, Data)>,
     },
     /// A free resource left its pool.
     Remove { pool: String, id: String },

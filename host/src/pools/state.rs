@@ -195,15 +195,12 @@ impl State {
         match record {
             Record::Add { pool, resources } => {
                 let clock = &mut self.free_clock;
-                if !self.pools.contains_key(pool.as_str()) {
-                    self.pools.insert(pool.as_str().into(), Pool::default());
-                }
-                let entry = self.pools.get_mut(pool.as_str()).expect("made above");
+                let entry = self.pools.entry(Arc::clone(pool)).or_default();
                 for (id, data) in resources {
-                    if entry.resources.contains_key(id.as_str()) {
+                    if entry.resources.contains_key(id) {
                         return Err(format!("resource {id} added twice to pool {pool}"));
                     }
-                    let id: Name = id.as_str().into();
+                    let id = Arc::clone(id);
                     *clock += 1;
                     entry.free.insert(*clock, id.clone());
                     let resource = Resource {
@@ -373,17 +370,18 @@ impl State {
         }
         let existing = self.pools.get(pool);
         let mut seen = HashSet::default();
-        let new: Vec<(String, Data)> = resources
+        let new: Vec<(Name, Data)> = resources
             .into_iter()
             .filter(|(id, _)| {
                 existing.is_none_or(|entry| !entry.resources.contains_key(id.as_str()))
                     && seen.insert(id.clone())
             })
+            .map(|(id, data)| (Name::from(id), data))
             .collect();
         let added = new.len() as u32;
         if existing.is_none() || added > 0 {
             let record = Record::Add {
-                pool: pool.to_owned(),
+                pool: Name::from(pool),
                 resources: new,
             };
             self.commit(record, log);
@@ -1035,23 +1033,13 @@ impl State {
     pub(crate) fn restore(snapshot: Snapshot) -> Result<State, String> {
         let mut state = State::default();
         for pool in snapshot.pools {
-            let resources = pool.resources.into_iter();
             state.apply(&Record::Add {
-                pool: pool.name.to_string(),
-                resources: resources.map(|(id, data)| (id.to_string(), data)).collect(),
+                pool: pool.name,
+                resources: pool.resources,
             })?;
         }
-        match snapshot.leases {
-            Leases::Taken(leases) => {
-                for (id, lease) in &leases {
-                    state.apply_grant(&lease.record(*id))?;
-                }
-            }
-            Leases::Read(leases) => {
-                for lease in &leases {
-                    state.apply_grant(lease)?;
-                }
-            }
+        for lease in snapshot.leases.into_records() {
+            state.apply_grant(&lease)?;
         }
         for (request_id, lease) in snapshot.ended_requests {
             if state.leases.contains_key(&lease) {
@@ -1170,6 +1158,17 @@ impl Snapshot {
 enum Leases {
     Taken(Vec<(LeaseId, Lease)>),
     Read(Vec<GrantRecord>),
+}
+
+impl Leases {
+    fn into_records(self) -> Vec<GrantRecord> {
+        match self {
+            Leases::Taken(leases) => (leases.iter())
+                .map(|(id, lease)| lease.record(*id))
+                .collect(),
+            Leases::Read(leases) => leases,
+        }
+    }
 }
 
 impl Serialize for Leases {
