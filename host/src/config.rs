@@ -54,7 +54,8 @@ pub struct Config {
     /// `None` keeps them in memory only, lost at exit. `resman serve` defaults it to `data`.
     pub data_dir: Option<PathBuf>,
     /// The journal in `data_dir` is rolled into a fresh snapshot once it holds this many
-    /// bytes: larger means fewer snapshots, smaller means a faster restart.
+    /// bytes, and at least twice the latest snapshot: larger means fewer snapshots, smaller
+    /// means a faster restart.
     pub journal_roll_bytes: u64,
 }
 
@@ -187,6 +188,7 @@ pub struct ServeArgs {
     #[arg(long, conflicts_with = "data_dir")]
     pub in_memory: bool,
     /// Roll the journal into a fresh snapshot once it holds this many bytes (at least 65536)
+    /// and twice the latest snapshot
     #[arg(long, default_value_t = Config::default().journal_roll_bytes)]
     pub journal_roll_bytes: u64,
     /// Worker threads of the async runtime [default: one per core]

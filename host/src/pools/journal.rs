@@ -39,7 +39,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 /// How large journals grow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Sizes {
-    /// A journal is rolled into a new snapshot once it holds this many bytes of frames.
+    /// A journal is rolled into a new snapshot once it holds this many bytes of frames (and
+    /// [`JOURNAL_PER_SNAPSHOT`] times the latest snapshot).
     roll_at: u64,
     /// How far a journal is extended with zeros at a time.
     preallocate: u64,
@@ -60,11 +61,22 @@ impl Sizes {
         }
     }
 
-    /// When a journal is rolled into a snapshot.
-    pub(crate) fn roll_at(self) -> u64 {
+    /// When a journal is rolled into a snapshot, the latest snapshot being `snapshot_bytes`
+    /// long: at the roll size, or at [`JOURNAL_PER_SNAPSHOT`] times the snapshot if that is
+    /// more.
+    pub(crate) fn roll_at(self, snapshot_bytes: u64) -> u64 {
         self.roll_at
+            .max(snapshot_bytes.saturating_mul(JOURNAL_PER_SNAPSHOT))
     }
 }
+
+/// A journal is rolled only once it holds at least this many times the latest snapshot's
+/// bytes, so writing snapshots costs at most half as much disk and keeper time as the journal
+/// itself, however large the state grows (the rule of Redis's `auto-aof-rewrite-percentage
+/// 100`). With a fixed roll size alone, a state whose snapshot outgrows the journal would be
+/// snapshotted more often than it changes, each roll holding operations up a little longer;
+/// the cost is a start-up replay of at most twice the state.
+pub(crate) const JOURNAL_PER_SNAPSHOT: u64 = 2;
 
 impl Default for Sizes {
     /// Rolled at 64 MiB, extended 4 MiB at a time.
@@ -257,13 +269,13 @@ impl Folder {
     }
 
     /// Writes `state` as the snapshot at `seq`, replaying from journal `journal` on, and
-    /// removes the journals before that one.
+    /// removes the journals before that one. Returns the snapshot's size in bytes.
     pub(crate) fn write_snapshot(
         &self,
         mut state: Snapshot,
         seq: u64,
         journal: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         state.sort();
         let file = SnapshotFile {
             format: SNAPSHOT_FORMAT,
@@ -285,7 +297,7 @@ impl Folder {
                 fs::remove_file(&old).map_err(io_error(&old))?;
             }
         }
-        Ok(())
+        Ok(bytes.len() as u64)
     }
 
     /// Creates journal `number`, empty, for appending, with its first step of zeros.

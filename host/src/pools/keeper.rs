@@ -14,6 +14,7 @@
 
 use super::journal::{Folder, Journal, JournalFile, Sizes, StoreError};
 use super::state::Snapshot;
+use super::stats::CommitStats;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::Scope;
@@ -22,6 +23,8 @@ use std::thread::Scope;
 pub(crate) struct Keeper<'folder> {
     folder: &'folder Folder,
     sizes: Sizes,
+    /// Where written snapshots are counted.
+    stats: &'folder CommitStats,
     jobs: mpsc::Sender<Job>,
     created: mpsc::Receiver<Result<Journal, StoreError>>,
     /// The journal being created ahead, not yet taken.
@@ -48,6 +51,7 @@ impl<'folder> Keeper<'folder> {
         scope: &'scope Scope<'scope, '_>,
         folder: &'folder Folder,
         sizes: Sizes,
+        stats: &'folder CommitStats,
     ) -> Keeper<'folder>
     where
         'folder: 'scope,
@@ -57,6 +61,7 @@ impl<'folder> Keeper<'folder> {
         let keeper = Keeper {
             folder,
             sizes,
+            stats,
             jobs,
             created,
             creating: None,
@@ -65,7 +70,7 @@ impl<'folder> Keeper<'folder> {
             .name("resman-journal".into())
             .spawn_scoped(scope, move || {
                 for job in inbox {
-                    if let Some(journal) = run(folder, sizes, job) {
+                    if let Some(journal) = run(folder, sizes, stats, job) {
                         // The committer may have stopped waiting for it: then it is unused.
                         let _ = done.send(journal);
                     }
@@ -113,14 +118,19 @@ impl<'folder> Keeper<'folder> {
             tracing::warn!("the journal keeper thread is gone; doing its work on the committer");
             // A journal to create ahead is created by `take_journal` when it is needed.
             if !matches!(job, Job::Create(_)) {
-                let _ = run(self.folder, self.sizes, job);
+                let _ = run(self.folder, self.sizes, self.stats, job);
             }
         }
     }
 }
 
 /// Runs one job; a create returns its journal.
-fn run(folder: &Folder, sizes: Sizes, job: Job) -> Option<Result<Journal, StoreError>> {
+fn run(
+    folder: &Folder,
+    sizes: Sizes,
+    stats: &CommitStats,
+    job: Job,
+) -> Option<Result<Journal, StoreError>> {
     match job {
         Job::Extend(file) => {
             // On failure the committer, finding no room, extends the file itself and
@@ -138,8 +148,9 @@ fn run(folder: &Folder, sizes: Sizes, job: Job) -> Option<Result<Journal, StoreE
         } => {
             // Recovery replays every journal from the one the snapshot on disk names, so a
             // snapshot not written leaves more to replay, never less.
-            if let Err(err) = folder.write_snapshot(state, seq, journal) {
-                tracing::warn!(%err, "could not roll the journal into a snapshot");
+            match folder.write_snapshot(state, seq, journal) {
+                Ok(bytes) => stats.snapshot_written(bytes),
+                Err(err) => tracing::warn!(%err, "could not roll the journal into a snapshot"),
             }
             None
         }

@@ -130,7 +130,8 @@ impl Pools {
         let mut ended = Vec::new();
         state.after_restart(crate::plugins::now_ms(), &mut ended);
         let journal = folder.create_journal(recovered.next_journal, sizes)?;
-        folder.write_snapshot(state.snapshot(), recovered.seq, journal.number)?;
+        let snapshot_bytes =
+            folder.write_snapshot(state.snapshot(), recovered.seq, journal.number)?;
         tracing::info!(
             folder = %folder.path().display(),
             replayed = recovered.replayed,
@@ -139,6 +140,7 @@ impl Pools {
             "pools restored"
         );
         let pools = Arc::new(Pools::new(state, recovered.seq, true));
+        pools.stats.snapshot_written(snapshot_bytes);
         pools.durability.publish(recovered.seq);
         pools.spawn("resman-expiry", Pools::expiry_loop);
         let committer = pools.clone();
@@ -565,7 +567,7 @@ impl Pools {
     /// into a snapshot when it grows large; the slow file work goes to the [`keeper`].
     fn commit_loop(self: Arc<Self>, folder: &Folder, journal: Journal, sizes: Sizes) {
         std::thread::scope(|scope| {
-            let keeper = Keeper::start(scope, folder, sizes);
+            let keeper = Keeper::start(scope, folder, sizes, &self.stats);
             self.commit_batches(keeper, journal, sizes);
         });
     }
@@ -594,9 +596,10 @@ impl Pools {
                 }
                 std::mem::swap(&mut records, &mut inner.unwritten);
                 // The snapshot must be of the state these records leave, so it is taken
-                // now, under the lock, once the journal has reached its roll size; the
-                // records go to this journal, which overshoots by at most one commit.
-                let full = journal.len >= sizes.roll_at();
+                // now, under the lock, once the journal has reached its roll size (which
+                // grows with the snapshot, see `Sizes::roll_at`); the records go to this
+                // journal, which overshoots by at most one commit.
+                let full = journal.len >= sizes.roll_at(self.stats.snapshot_bytes());
                 (inner.seq, full.then(|| inner.state.snapshot()))
             };
             let count = records.len();
@@ -615,7 +618,7 @@ impl Pools {
             if let Some(file) = journal.wants_room() {
                 keeper.extend(file);
             }
-            if journal.len >= sizes.roll_at() / 2 {
+            if journal.len >= sizes.roll_at(self.stats.snapshot_bytes()) / 2 {
                 keeper.create_ahead(journal.number + 1);
             }
             if let Some(snapshot) = snapshot {

@@ -1,6 +1,7 @@
 //! [`CommitStats`]: what the committer has done since start, for operators (`srvQueuePrint`)
 //! and for tuning the gather: how many syncs, how many records each carried, how long the
-//! write and `fdatasync` took. Relaxed atomics, written by the committer alone.
+//! write and `fdatasync` took, and the snapshots the journal was rolled into. Relaxed atomics,
+//! each written by one thread (the committer, or the journal keeper for snapshots).
 
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +17,8 @@ pub(crate) struct CommitStats {
     max_sync_micros: AtomicU64,
     last_sync_micros: AtomicU64,
     waiting_for_room: AtomicBool,
+    snapshots: AtomicU64,
+    snapshot_bytes: AtomicU64,
 }
 
 /// A reading of [`CommitStats`], as `srvQueuePrint` shows it.
@@ -35,6 +38,11 @@ pub(crate) struct CommitReport {
     /// The disk had no room for the latest commit: it is being tried again, and the
     /// answers it carries are held until it succeeds.
     pub(crate) waiting_for_room: bool,
+    /// Snapshots written since the host started, the one written at start included.
+    pub(crate) snapshots: u64,
+    /// The size of the latest snapshot. The journal is rolled into the next one once it holds
+    /// the roll size (`--journal-roll-bytes`) and at least twice this much.
+    pub(crate) snapshot_bytes: u64,
 }
 
 impl CommitStats {
@@ -54,6 +62,17 @@ impl CommitStats {
         self.waiting_for_room.swap(waiting, Ordering::Relaxed)
     }
 
+    /// Counts a snapshot of `bytes` bytes written.
+    pub(crate) fn snapshot_written(&self, bytes: u64) {
+        self.snapshots.fetch_add(1, Ordering::Relaxed);
+        self.snapshot_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The size of the latest snapshot written (0 before the first).
+    pub(crate) fn snapshot_bytes(&self) -> u64 {
+        self.snapshot_bytes.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn report(&self) -> CommitReport {
         let commits = self.commits.load(Ordering::Relaxed);
         CommitReport {
@@ -64,6 +83,8 @@ impl CommitStats {
             max_sync_micros: self.max_sync_micros.load(Ordering::Relaxed),
             last_sync_micros: self.last_sync_micros.load(Ordering::Relaxed),
             waiting_for_room: self.waiting_for_room.load(Ordering::Relaxed),
+            snapshots: self.snapshots.load(Ordering::Relaxed),
+            snapshot_bytes: self.snapshot_bytes(),
         }
     }
 }
@@ -84,6 +105,11 @@ mod tests {
         assert_eq!(report.max_sync_micros, 100);
         assert_eq!(report.last_sync_micros, 40);
         assert!(!report.waiting_for_room);
+        assert_eq!((report.snapshots, report.snapshot_bytes), (0, 0));
+        stats.snapshot_written(4_000);
+        stats.snapshot_written(1_500);
+        let report = stats.report();
+        assert_eq!((report.snapshots, report.snapshot_bytes), (2, 1_500));
     }
 
     #[test]

@@ -81,6 +81,68 @@ fn a_waiting_acquire_is_woken_by_a_release() {
     pools.close();
 }
 
+/// Grants and releases, a batch at a time, until the journal has taken at least `bytes` more
+/// bytes of records.
+fn churn(pools: &Pools, bytes: u64) {
+    let journaled = || pools.commit_report().unwrap().bytes;
+    let until = journaled() + bytes;
+    while journaled() < until {
+        let mut last = 0;
+        for client in 0..50 {
+            let (lease, _) = pools
+                .acquire(client, AcquireRequest::count("p", 1), deadline())
+                .unwrap();
+            last = pools.release(lease.id).unwrap().1;
+        }
+        eventually("the churn is durable", || {
+            pools.durability().is_durable(last)
+        });
+    }
+}
+
+/// A state whose snapshot is larger than half the roll size is rolled once the journal holds
+/// twice the snapshot, not at the roll size, where writing snapshots would cost more than the
+/// journal they replace.
+#[test]
+fn a_large_state_is_rolled_at_twice_its_snapshot_not_at_the_roll_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let sizes = Sizes::rolling_at(Sizes::MIN_ROLL_BYTES);
+    let pools = Pools::open(dir.path(), sizes).unwrap();
+    let padding = "x".repeat(40);
+    let ids: Vec<String> = (0..3_000).map(|i| format!("r{i:05}-{padding}")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    pools.add("p", resources(&ids)).unwrap();
+    // The add alone fills the first journal past the roll size; the next commit rolls it.
+    churn(&pools, 1);
+    let report = || pools.commit_report().unwrap();
+    eventually("the add is rolled into a snapshot", || {
+        report().snapshots == 2
+    });
+    let snapshot = report().snapshot_bytes;
+    assert!(
+        snapshot > 4 * Sizes::MIN_ROLL_BYTES,
+        "the state outgrows the roll size: {snapshot} bytes"
+    );
+    churn(&pools, 2 * Sizes::MIN_ROLL_BYTES);
+    pools.close();
+    assert_eq!(
+        report().snapshots,
+        2,
+        "twice the roll size of journal is far less than twice the snapshot: no roll"
+    );
+    drop(pools);
+
+    let pools = Pools::open(dir.path(), sizes).unwrap();
+    let report = || pools.commit_report().unwrap();
+    let snapshot = report().snapshot_bytes;
+    assert_eq!(report().snapshots, 1, "the snapshot written at start");
+    churn(&pools, 2 * snapshot + Sizes::MIN_ROLL_BYTES);
+    eventually("twice the snapshot of journal is rolled", || {
+        report().snapshots == 2
+    });
+    pools.close();
+}
+
 /// Small journals roll into snapshots many times under a stream of grants and releases; the
 /// keeper extends, creates ahead and snapshots meanwhile, and a reopen finds every lease.
 #[test]
