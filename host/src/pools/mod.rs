@@ -600,7 +600,13 @@ impl Pools {
                 // grows with the snapshot, see `Sizes::roll_at`); the records go to this
                 // journal, which overshoots by at most one commit.
                 let full = journal.len >= sizes.roll_at(self.stats.snapshot_bytes());
-                (inner.seq, full.then(|| inner.state.snapshot()))
+                let snapshot = full.then(|| {
+                    let started = Instant::now();
+                    let snapshot = inner.state.snapshot();
+                    self.stats.snapshot_copied(started.elapsed());
+                    snapshot
+                });
+                (inner.seq, snapshot)
             };
             let count = records.len();
             for (seq, record) in records.drain(..) {

@@ -19,6 +19,8 @@ pub(crate) struct CommitStats {
     waiting_for_room: AtomicBool,
     snapshots: AtomicU64,
     snapshot_bytes: AtomicU64,
+    last_copy_micros: AtomicU64,
+    max_copy_micros: AtomicU64,
 }
 
 /// A reading of [`CommitStats`], as `srvQueuePrint` shows it.
@@ -43,6 +45,10 @@ pub(crate) struct CommitReport {
     /// The size of the latest snapshot. The journal is rolled into the next one once it holds
     /// the roll size (`--journal-roll-bytes`) and at least twice this much.
     pub(crate) snapshot_bytes: u64,
+    /// The longest and latest time a roll held operations up while it copied the state for
+    /// its snapshot, in microseconds (0 before the first roll).
+    pub(crate) max_snapshot_copy_micros: u64,
+    pub(crate) last_snapshot_copy_micros: u64,
 }
 
 impl CommitStats {
@@ -68,6 +74,13 @@ impl CommitStats {
         self.snapshot_bytes.store(bytes, Ordering::Relaxed);
     }
 
+    /// Counts a roll's copy of the state, which took `took` under the pools lock.
+    pub(crate) fn snapshot_copied(&self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.max_copy_micros.fetch_max(micros, Ordering::Relaxed);
+        self.last_copy_micros.store(micros, Ordering::Relaxed);
+    }
+
     /// The size of the latest snapshot written (0 before the first).
     pub(crate) fn snapshot_bytes(&self) -> u64 {
         self.snapshot_bytes.load(Ordering::Relaxed)
@@ -85,6 +98,8 @@ impl CommitStats {
             waiting_for_room: self.waiting_for_room.load(Ordering::Relaxed),
             snapshots: self.snapshots.load(Ordering::Relaxed),
             snapshot_bytes: self.snapshot_bytes(),
+            max_snapshot_copy_micros: self.max_copy_micros.load(Ordering::Relaxed),
+            last_snapshot_copy_micros: self.last_copy_micros.load(Ordering::Relaxed),
         }
     }
 }
@@ -94,7 +109,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_report_sums_counts_and_keeps_the_longest_and_latest_sync() {
+    fn a_report_sums_counts_and_keeps_the_longest_and_latest_times() {
         let stats = CommitStats::default();
         assert_eq!(stats.report().mean_sync_micros, 0);
         stats.commit(3, 300, Duration::from_micros(100));
@@ -110,6 +125,16 @@ mod tests {
         stats.snapshot_written(1_500);
         let report = stats.report();
         assert_eq!((report.snapshots, report.snapshot_bytes), (2, 1_500));
+        stats.snapshot_copied(Duration::from_micros(900));
+        stats.snapshot_copied(Duration::from_micros(300));
+        let report = stats.report();
+        assert_eq!(
+            (
+                report.max_snapshot_copy_micros,
+                report.last_snapshot_copy_micros
+            ),
+            (900, 300)
+        );
     }
 
     #[test]
