@@ -167,6 +167,54 @@ async fn the_queue_report_counts_the_journals_commits() {
     host.shutdown().await.expect("clean shutdown");
 }
 
+/// The journal is rolled into a snapshot once it holds the roll size and twice the latest
+/// snapshot, and the report says so: how many snapshots, how large, how long the copy held
+/// operations up.
+#[tokio::test]
+async fn the_queue_report_counts_the_snapshots_the_journal_is_rolled_into() {
+    let setup = Setup::new(&["proxy-pool.wasm"]);
+    let config = Config {
+        journal_roll_bytes: 64 << 10, // the smallest roll size
+        ..setup.config()
+    };
+    let host = TestHost::start(Host::builder(), config).await;
+    let mut conn = host.raw().await;
+    let report = |reply: Value| reply["resultJob"]["journal"].clone();
+    let start = report(conn.call("srvQueuePrint", 1, json!(null)).await);
+    assert_eq!(
+        start["snapshots"], 1,
+        "the snapshot written at start: {start}"
+    );
+    // More than the roll size of records; the next commit after them rolls the journal.
+    let proxies: Vec<String> = (0..1_500)
+        .map(|i| format!("proxy-{i:05}.a-rather-long-internal-domain-name.example:3128"))
+        .collect();
+    let proxies: Vec<&str> = proxies.iter().map(String::as_str).collect();
+    add_proxies(&mut conn, &proxies).await;
+    let rolled = within(async {
+        loop {
+            let got = ask(&mut conn, "getProxy", json!({})).await;
+            assert!(got["lease"].is_string(), "{got}");
+            let journal = report(conn.call("srvQueuePrint", 2, json!(null)).await);
+            if journal["snapshots"] == 2 {
+                break journal;
+            }
+        }
+    })
+    .await;
+    let bytes = rolled["snapshotBytes"].as_u64().expect("snapshotBytes");
+    assert!(
+        bytes > start["snapshotBytes"].as_u64().expect("snapshotBytes"),
+        "the snapshot holds the proxies: {rolled}"
+    );
+    let copy = |field: &str| rolled[field].as_u64().unwrap_or_else(|| panic!("{field}"));
+    assert!(
+        copy("maxSnapshotCopyMicros") >= copy("lastSnapshotCopyMicros"),
+        "{rolled}"
+    );
+    host.shutdown().await.expect("clean shutdown");
+}
+
 #[tokio::test]
 async fn grants_survive_a_restart_and_tokens_keep_growing() {
     let setup = Setup::new(&["proxy-pool.wasm"]);
