@@ -29,6 +29,10 @@ pub(crate) struct Keeper<'folder> {
     created: mpsc::Receiver<Result<Journal, StoreError>>,
     /// The journal being created ahead, not yet taken.
     creating: Option<u64>,
+    /// One message per snapshot job the keeper has finished, written or not.
+    snapshots_done: mpsc::Receiver<()>,
+    /// Snapshot jobs handed over and not yet finished.
+    snapshots_pending: usize,
 }
 
 enum Job {
@@ -58,6 +62,7 @@ impl<'folder> Keeper<'folder> {
     {
         let (jobs, inbox) = mpsc::channel();
         let (done, created) = mpsc::channel();
+        let (snapshot_done, snapshots_done) = mpsc::channel();
         let keeper = Keeper {
             folder,
             sizes,
@@ -65,14 +70,20 @@ impl<'folder> Keeper<'folder> {
             jobs,
             created,
             creating: None,
+            snapshots_done,
+            snapshots_pending: 0,
         };
         std::thread::Builder::new()
             .name("resman-journal".into())
             .spawn_scoped(scope, move || {
                 for job in inbox {
+                    let snapshot = matches!(job, Job::Snapshot { .. });
                     if let Some(journal) = run(folder, sizes, stats, job) {
                         // The committer may have stopped waiting for it: then it is unused.
                         let _ = done.send(journal);
+                    }
+                    if snapshot {
+                        let _ = snapshot_done.send(());
                     }
                 }
             })
@@ -105,20 +116,40 @@ impl<'folder> Keeper<'folder> {
     }
 
     /// Writes the snapshot `state` at `seq`, replayed from journal `journal` on.
-    pub(crate) fn snapshot(&self, state: Snapshot, seq: u64, journal: u64) {
-        self.give(Job::Snapshot {
+    pub(crate) fn snapshot(&mut self, state: Snapshot, seq: u64, journal: u64) {
+        if self.give(Job::Snapshot {
             state,
             seq,
             journal,
-        });
+        }) {
+            self.snapshots_pending += 1;
+        }
     }
 
-    fn give(&self, job: Job) {
-        if let Err(mpsc::SendError(job)) = self.jobs.send(job) {
-            tracing::warn!("the journal keeper thread is gone; doing its work on the committer");
-            // A journal to create ahead is created by `take_journal` when it is needed.
-            if !matches!(job, Job::Create(_)) {
-                let _ = run(self.folder, self.sizes, self.stats, job);
+    /// Whether a snapshot handed over is still being written. The committer does not roll
+    /// the journal again until it is: the roll size grows with the snapshot, whose size is
+    /// known only once it is written, and a second copy of the state queued behind the
+    /// first would be written only to be replaced.
+    pub(crate) fn writing_snapshot(&mut self) -> bool {
+        while self.snapshots_done.try_recv().is_ok() {
+            self.snapshots_pending -= 1;
+        }
+        self.snapshots_pending > 0
+    }
+
+    /// Hands `job` to the keeper thread; returns false if it ran here instead.
+    fn give(&self, job: Job) -> bool {
+        match self.jobs.send(job) {
+            Ok(()) => true,
+            Err(mpsc::SendError(job)) => {
+                tracing::warn!(
+                    "the journal keeper thread is gone; doing its work on the committer"
+                );
+                // A journal to create ahead is created by `take_journal` when it is needed.
+                if !matches!(job, Job::Create(_)) {
+                    let _ = run(self.folder, self.sizes, self.stats, job);
+                }
+                false
             }
         }
     }

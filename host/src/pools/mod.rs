@@ -578,6 +578,7 @@ impl Pools {
         self.gather.register_committer();
         loop {
             let (seq, snapshot) = {
+                let rolling = keeper.writing_snapshot();
                 let mut inner = self.lock();
                 while inner.unwritten.is_empty() && !inner.stopping {
                     inner.committer_idle = true;
@@ -597,9 +598,10 @@ impl Pools {
                 std::mem::swap(&mut records, &mut inner.unwritten);
                 // The snapshot must be of the state these records leave, so it is taken
                 // now, under the lock, once the journal has reached its roll size (which
-                // grows with the snapshot, see `Sizes::roll_at`); the records go to this
-                // journal, which overshoots by at most one commit.
-                let full = journal.len >= sizes.roll_at(self.stats.snapshot_bytes());
+                // grows with the snapshot, see `Sizes::roll_at`) and the previous roll's
+                // snapshot is written; the records go to this journal, which overshoots by
+                // at most one commit, or by what comes while a snapshot is written.
+                let full = !rolling && journal.len >= sizes.roll_at(self.stats.snapshot_bytes());
                 let snapshot = full.then(|| {
                     let started = Instant::now();
                     let snapshot = inner.state.snapshot();
