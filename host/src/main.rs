@@ -76,10 +76,27 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("resman: {err:#}");
+            eprintln!("resman: {}", describe(&err));
             ExitCode::from(2)
         }
     }
+}
+
+/// `err` and its causes on one line, each cause once: the library's errors already name
+/// their cause in their own message (so that a log line of one alone says why), and
+/// `{:#}` would then print it twice.
+fn describe(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -222,5 +239,41 @@ fn install_logging(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+    use anyhow::Context;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot open {path}: {source}")]
+    struct Naming {
+        path: &'static str,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn each_cause_is_told_once() {
+        let io = || std::io::Error::other("disk on fire");
+        let naming: anyhow::Error = Naming {
+            path: "data",
+            source: io(),
+        }
+        .into();
+        assert_eq!(describe(&naming), "cannot open data: disk on fire");
+        let wrapped = Err::<(), _>(io()).context("cannot start").unwrap_err();
+        assert_eq!(describe(&wrapped), "cannot start: disk on fire");
+        let both = Err::<(), _>(Naming {
+            path: "data",
+            source: io(),
+        })
+        .context("start-up failed")
+        .unwrap_err();
+        assert_eq!(
+            describe(&both),
+            "start-up failed: cannot open data: disk on fire"
+        );
     }
 }

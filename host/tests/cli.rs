@@ -109,10 +109,44 @@ fn corrupt_pool_data_stops_the_start_with_the_file_named() {
         .expect("resman runs");
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("snapshot.json is corrupt"),
-        "names the file: {stderr}"
+    assert_eq!(
+        stderr.matches("snapshot.json is corrupt").count(),
+        1,
+        "names the file, once: {stderr}"
     );
     let kept = std::fs::read(data.join("snapshot.json")).unwrap();
     assert_eq!(kept, b"{\"format\": 1, \"seq\": ", "never a silent reset");
+}
+
+#[test]
+fn a_folder_of_a_newer_format_stops_the_start_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(dir.path(), &["--no-plugins"]);
+    assert_eq!(served.terminate().code(), Some(0));
+    let path = dir.path().join("data").join("snapshot.json");
+    let mut snapshot: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    snapshot["format"] = 99.into();
+    let written = snapshot.to_string();
+    std::fs::write(&path, &written).unwrap();
+
+    let out = resman()
+        .current_dir(dir.path())
+        .args(["serve", "--port", "0", "--no-plugins"])
+        .output()
+        .expect("resman runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr
+            .matches("snapshot.json was written by a newer resman (snapshot format 99")
+            .count(),
+        1,
+        "said once: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        written,
+        "left as it was"
+    );
 }

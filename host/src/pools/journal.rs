@@ -94,7 +94,14 @@ const MAX_RECORD_BYTES: usize = 64 << 20;
 
 const HEADER_BYTES: usize = 16;
 
-const SNAPSHOT_FORMAT: u32 = 1;
+/// The snapshot format this host writes; it reads every format from 1 up to it. A folder's
+/// snapshot is rewritten at every start, so a folder this host has opened names this format,
+/// and an older host that cannot read the records refuses it by its format at once.
+///
+/// 1. Grant records spell out every option.
+/// 2. Grant records leave out the options a grant does not have (deadline, release on
+///    disconnect, request id).
+const SNAPSHOT_FORMAT: u32 = 2;
 
 /// Why the data folder cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +117,17 @@ pub enum StoreError {
     /// Another host holds the folder.
     #[error("data folder {0} is in use by another resman host")]
     Locked(PathBuf),
+    /// The folder was written by a newer host, in a format this one cannot read.
+    #[error(
+        "data folder: {path} was written by a newer resman (snapshot format {format}; this one \
+         reads formats 1 to {SNAPSHOT_FORMAT}): run that version or a later one"
+    )]
+    Newer {
+        /// The snapshot.
+        path: PathBuf,
+        /// Its format.
+        format: u32,
+    },
     /// A file holds something that cannot be right.
     #[error("data folder: {path} is corrupt at byte {offset}: {reason}")]
     Corrupt {
@@ -224,8 +242,14 @@ impl Folder {
                 };
                 let file: SnapshotFile =
                     serde_json::from_slice(&bytes).map_err(|err| corrupt(err.to_string()))?;
-                if file.format != SNAPSHOT_FORMAT {
-                    return Err(corrupt(format!("unknown format {}", file.format)));
+                if file.format > SNAPSHOT_FORMAT {
+                    return Err(StoreError::Newer {
+                        path: snapshot_path,
+                        format: file.format,
+                    });
+                }
+                if file.format == 0 {
+                    return Err(corrupt("unknown format 0".into()));
                 }
                 let state = State::restore(file.state).map_err(corrupt)?;
                 (state, file.seq, file.journal)
