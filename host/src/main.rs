@@ -151,7 +151,14 @@ async fn connect(
 ) -> anyhow::Result<resman_sdk::client::Client> {
     let builder = resman_sdk::client::Client::builder().timeout(timeout);
     Ok(match addr {
-        Some(addr) => builder.connect(addr).await?,
+        Some(addr) => {
+            // Resolved here so that an error names the address as given.
+            let resolved: Vec<std::net::SocketAddr> = tokio::net::lookup_host(addr)
+                .await
+                .with_context(|| format!("cannot resolve {addr}"))?
+                .collect();
+            builder.connect(&resolved[..]).await?
+        }
         None => builder.connect_env().await?,
     })
 }

@@ -150,3 +150,17 @@ fn a_folder_of_a_newer_format_stops_the_start_naming_it() {
         "left as it was"
     );
 }
+
+#[test]
+fn call_names_an_address_it_cannot_use() {
+    let out = resman()
+        .args(["call", "ping", "--addr", "no-port-here"])
+        .output()
+        .expect("resman runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot resolve no-port-here"),
+        "names the address as given: {stderr}"
+    );
+}
