@@ -578,7 +578,6 @@ impl Pools {
         self.gather.register_committer();
         loop {
             let (seq, snapshot) = {
-                let rolling = keeper.writing_snapshot();
                 let mut inner = self.lock();
                 while inner.unwritten.is_empty() && !inner.stopping {
                     inner.committer_idle = true;
@@ -601,7 +600,8 @@ impl Pools {
                 // grows with the snapshot, see `Sizes::roll_at`) and the previous roll's
                 // snapshot is written; the records go to this journal, which overshoots by
                 // at most one commit, or by what comes while a snapshot is written.
-                let full = !rolling && journal.len >= sizes.roll_at(self.stats.snapshot_bytes());
+                let full = journal.len >= sizes.roll_at(self.stats.snapshot_bytes())
+                    && !keeper.writing_snapshot();
                 let snapshot = full.then(|| {
                     let started = Instant::now();
                     let snapshot = inner.state.snapshot();
