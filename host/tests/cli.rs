@@ -96,24 +96,34 @@ fn a_limit_that_cannot_work_is_refused_at_start() {
     );
 }
 
+/// Starts a host in `dir` with its default data folder, which must refuse to start (exit
+/// 2); returns what it said.
+fn refused_start(dir: &std::path::Path) -> String {
+    let out = resman()
+        .current_dir(dir)
+        .args(["serve", "--port", "0", "--no-plugins"])
+        .output()
+        .expect("resman runs");
+    assert_eq!(out.status.code(), Some(2));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `text` is in `stderr` exactly once: named, and not repeated by the error's causes.
+fn said_once(stderr: &str, text: &str) {
+    assert_eq!(
+        stderr.matches(text).count(),
+        1,
+        "{text:?} once in: {stderr}"
+    );
+}
+
 #[test]
 fn corrupt_pool_data_stops_the_start_with_the_file_named() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     std::fs::write(data.join("snapshot.json"), b"{\"format\": 1, \"seq\": ").unwrap();
-    let out = resman()
-        .current_dir(dir.path())
-        .args(["serve", "--port", "0", "--no-plugins"])
-        .output()
-        .expect("resman runs");
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        stderr.matches("snapshot.json is corrupt").count(),
-        1,
-        "names the file, once: {stderr}"
-    );
+    said_once(&refused_start(dir.path()), "snapshot.json is corrupt");
     let kept = std::fs::read(data.join("snapshot.json")).unwrap();
     assert_eq!(kept, b"{\"format\": 1, \"seq\": ", "never a silent reset");
 }
@@ -129,20 +139,9 @@ fn a_folder_of_a_newer_format_stops_the_start_naming_it() {
     snapshot["format"] = 99.into();
     let written = snapshot.to_string();
     std::fs::write(&path, &written).unwrap();
-
-    let out = resman()
-        .current_dir(dir.path())
-        .args(["serve", "--port", "0", "--no-plugins"])
-        .output()
-        .expect("resman runs");
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        stderr
-            .matches("snapshot.json was written by a newer resman (snapshot format 99")
-            .count(),
-        1,
-        "said once: {stderr}"
+    said_once(
+        &refused_start(dir.path()),
+        "snapshot.json was written by a newer resman (snapshot format 99",
     );
     assert_eq!(
         std::fs::read_to_string(&path).unwrap(),

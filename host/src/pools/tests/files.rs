@@ -369,8 +369,18 @@ fn changes_after_a_snapshot_do_not_reach_it() {
     assert_eq!(t.state.kv_get("plugin", "k").as_deref(), Some("after"));
 }
 
-#[test]
-fn a_corrupt_snapshot_is_an_error_naming_it() {
+/// A folder holding only a snapshot of the workload's state: the folder, the state, the
+/// snapshot's path and its JSON, for tests to rewrite. The folder lasts as long as `_dir`
+/// is kept.
+struct WrittenSnapshot {
+    _dir: tempfile::TempDir,
+    folder: Folder,
+    state: State,
+    path: PathBuf,
+    good: serde_json::Value,
+}
+
+fn written_snapshot() -> WrittenSnapshot {
     let dir = tempfile::tempdir().unwrap();
     let (state, records) = workload();
     let folder = Folder::open(dir.path()).unwrap();
@@ -378,7 +388,25 @@ fn a_corrupt_snapshot_is_an_error_naming_it() {
         .write_snapshot(state.snapshot(), records.len() as u64, 0)
         .unwrap();
     let path = folder.path().join("snapshot.json");
-    let good: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    let good = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    WrittenSnapshot {
+        _dir: dir,
+        folder,
+        state,
+        path,
+        good,
+    }
+}
+
+#[test]
+fn a_corrupt_snapshot_is_an_error_naming_it() {
+    let WrittenSnapshot {
+        _dir: _kept,
+        folder,
+        path,
+        good,
+        ..
+    } = written_snapshot();
     let mut unknown = good.clone();
     unknown["format"] = 0.into();
     let mut impossible = good.clone();
@@ -398,14 +426,13 @@ fn a_corrupt_snapshot_is_an_error_naming_it() {
 /// one of the first format, whose grant records spell out every option, still reads.
 #[test]
 fn a_snapshot_is_read_by_its_format() {
-    let dir = tempfile::tempdir().unwrap();
-    let (state, records) = workload();
-    let folder = Folder::open(dir.path()).unwrap();
-    folder
-        .write_snapshot(state.snapshot(), records.len() as u64, 0)
-        .unwrap();
-    let path = folder.path().join("snapshot.json");
-    let good: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    let WrittenSnapshot {
+        _dir: _kept,
+        folder,
+        state,
+        path,
+        good,
+    } = written_snapshot();
     assert_eq!(good["format"], 2);
 
     let mut newer = good.clone();
