@@ -23,7 +23,8 @@ pub enum Error {
     /// The plugins folder or the plugin runtime could not be set up.
     #[error("plugins: {0}")]
     Plugins(String),
-    /// The data folder of the pools cannot be used (in use, unreadable, corrupt).
+    /// The data folder of the pools cannot be used (in use, unreadable, corrupt, or written
+    /// by a newer version).
     #[error("{0}")]
     Store(#[from] crate::pools::StoreError),
     /// A request type was registered twice.

@@ -105,6 +105,7 @@ const SNAPSHOT_FORMAT: u32 = 2;
 
 /// Why the data folder cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// Reading or writing a file failed.
     #[error("data folder: {path}: {source}")]
