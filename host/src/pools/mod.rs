@@ -577,7 +577,7 @@ impl Pools {
         let mut frames = Vec::new();
         self.gather.register_committer();
         loop {
-            let (seq, snapshot) = {
+            let (seq, snapshot, roll_at) = {
                 let mut inner = self.lock();
                 while inner.unwritten.is_empty() && !inner.stopping {
                     inner.committer_idle = true;
@@ -600,15 +600,15 @@ impl Pools {
                 // grows with the snapshot, see `Sizes::roll_at`) and the previous roll's
                 // snapshot is written; the records go to this journal, which overshoots by
                 // at most one commit, or by what comes while a snapshot is written.
-                let full = journal.len >= sizes.roll_at(self.stats.snapshot_bytes())
-                    && !keeper.writing_snapshot();
+                let roll_at = sizes.roll_at(self.stats.snapshot_bytes());
+                let full = journal.len >= roll_at && !keeper.writing_snapshot();
                 let snapshot = full.then(|| {
                     let started = Instant::now();
                     let snapshot = inner.state.snapshot();
                     self.stats.snapshot_copied(started.elapsed());
                     snapshot
                 });
-                (inner.seq, snapshot)
+                (inner.seq, snapshot, roll_at)
             };
             let count = records.len();
             for (seq, record) in records.drain(..) {
@@ -626,7 +626,7 @@ impl Pools {
             if let Some(file) = journal.wants_room() {
                 keeper.extend(file);
             }
-            if journal.len >= sizes.roll_at(self.stats.snapshot_bytes()) / 2 {
+            if journal.len >= roll_at / 2 {
                 keeper.create_ahead(journal.number + 1);
             }
             if let Some(snapshot) = snapshot {

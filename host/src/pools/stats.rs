@@ -54,13 +54,11 @@ pub(crate) struct CommitReport {
 impl CommitStats {
     /// Counts one commit of `records` records in `bytes` bytes that took `took`.
     pub(crate) fn commit(&self, records: usize, bytes: usize, took: Duration) {
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.records.fetch_add(records as u64, Ordering::Relaxed);
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        let micros = timed(&self.max_sync_micros, &self.last_sync_micros, took);
         self.sync_micros.fetch_add(micros, Ordering::Relaxed);
-        self.max_sync_micros.fetch_max(micros, Ordering::Relaxed);
-        self.last_sync_micros.store(micros, Ordering::Relaxed);
     }
 
     /// Sets whether the committer waits for room on the disk; returns what it was.
@@ -76,9 +74,7 @@ impl CommitStats {
 
     /// Counts a roll's copy of the state, which took `took` under the pools lock.
     pub(crate) fn snapshot_copied(&self, took: Duration) {
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.max_copy_micros.fetch_max(micros, Ordering::Relaxed);
-        self.last_copy_micros.store(micros, Ordering::Relaxed);
+        timed(&self.max_copy_micros, &self.last_copy_micros, took);
     }
 
     /// The size of the latest snapshot written (0 before the first).
@@ -102,6 +98,14 @@ impl CommitStats {
             last_snapshot_copy_micros: self.last_copy_micros.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Keeps `took` as the latest time and, if longer, the longest, in microseconds; returns it.
+fn timed(longest: &AtomicU64, latest: &AtomicU64, took: Duration) -> u64 {
+    let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    longest.fetch_max(micros, Ordering::Relaxed);
+    latest.store(micros, Ordering::Relaxed);
+    micros
 }
 
 #[cfg(test)]
