@@ -5,7 +5,6 @@
 
 use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
-use serde_json::value::RawValue;
 use serde_json::{Number, Value};
 use std::future::Future;
 use std::sync::Arc;
@@ -15,7 +14,8 @@ use std::sync::Arc;
 pub struct Request {
     pub(crate) kind: Arc<str>,
     pub(crate) query_index: Number,
-    pub(crate) payload: Option<Arc<RawValue>>,
+    /// The payload's JSON text, exactly as sent (the parser checked that it is JSON).
+    pub(crate) payload: Option<Arc<str>>,
     pub(crate) client_id: u64,
     pub(crate) attempt: u32,
 }
@@ -41,8 +41,8 @@ impl Request {
         self.attempt
     }
 
-    /// The payload as sent, or `None` when the request had none.
-    pub fn payload_raw(&self) -> Option<&RawValue> {
+    /// The payload's JSON text as sent, or `None` when the request had none.
+    pub fn payload_text(&self) -> Option<&str> {
         self.payload.as_deref()
     }
 
@@ -52,7 +52,7 @@ impl Request {
     ///
     /// A [`JobError::invalid`] saying why the payload does not fit `T`, ready to return.
     pub fn payload<T: DeserializeOwned>(&self) -> Result<T, JobError> {
-        let text = self.payload.as_deref().map_or("null", RawValue::get);
+        let text = self.payload_text().unwrap_or("null");
         resman_sdk::parse_payload(&self.kind, text)
     }
 }

@@ -278,7 +278,7 @@ fn plugin_request(request: &Request, kind_index: u32) -> PluginRequest<'_> {
         query_index: &request.query_index,
         client_id: request.client_id,
         attempt: request.attempt,
-        payload: request.payload.as_deref().map_or("null", |raw| raw.get()),
+        payload: request.payload_text().unwrap_or("null"),
     }
 }
 

@@ -6,7 +6,7 @@
 //! connection therefore holds no read buffer at all, which keeps thousands of idle clients
 //! cheap.
 
-use super::parse::parse_request;
+use super::parse::{parse_request, Kinds};
 use super::peer::Peer;
 use crate::coordinator::{self, message::Demand, message::Message};
 use resman_sdk::frame::Splitter;
@@ -41,6 +41,8 @@ pub(crate) struct Connection {
     stream: TcpStream,
     peer: Arc<Peer>,
     splitter: Splitter,
+    /// The request types this client sent, shared by its requests.
+    kinds: Kinds,
     /// The start of a message whose end has not arrived.
     partial: Vec<u8>,
     /// Answers being written; swapped with the peer's outbox.
@@ -66,6 +68,7 @@ impl Connection {
             stream,
             peer,
             splitter: Splitter::new(),
+            kinds: Kinds::default(),
             partial: Vec::new(),
             writing: Vec::new(),
             coordinator,
@@ -168,7 +171,7 @@ impl Connection {
         if let Some(framing) = self.splitter.framing() {
             self.peer.set_framing(framing);
         }
-        let request = match parse_request(body, self.peer.id) {
+        let request = match parse_request(body, self.peer.id, &mut self.kinds) {
             Ok(request) => request,
             Err(bad) => {
                 let query_index = bad.query_index.as_ref();

@@ -4,8 +4,36 @@ use crate::jobber::Request;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Number;
-use std::borrow::Cow;
 use std::sync::Arc;
+
+/// The request types a connection has sent lately, so that a request of a type seen before
+/// shares its name instead of allocating it again: a client sends a handful of types
+/// thousands of times each.
+#[derive(Debug, Default)]
+pub(crate) struct Kinds {
+    seen: Vec<Arc<str>>,
+    /// Where the next new type goes once `seen` is full.
+    next: usize,
+}
+
+impl Kinds {
+    /// How many types are kept; a client cycling through more only allocates more.
+    const KEPT: usize = 16;
+
+    fn name(&mut self, kind: &str) -> Arc<str> {
+        if let Some(seen) = self.seen.iter().find(|seen| ***seen == *kind) {
+            return Arc::clone(seen);
+        }
+        let name: Arc<str> = Arc::from(kind);
+        if self.seen.len() < Self::KEPT {
+            self.seen.push(Arc::clone(&name));
+        } else {
+            self.seen[self.next] = Arc::clone(&name);
+            self.next = (self.next + 1) % Self::KEPT;
+        }
+        name
+    }
+}
 
 /// A message that is not a request; answered `errMsgFromClient` / `bad_request`.
 #[derive(Debug, PartialEq)]
@@ -27,7 +55,11 @@ struct Envelope<'a> {
     payload: Option<&'a RawValue>,
 }
 
-pub(crate) fn parse_request(body: &[u8], client_id: u64) -> Result<Request, BadMessage> {
+pub(crate) fn parse_request(
+    body: &[u8],
+    client_id: u64,
+    kinds: &mut Kinds,
+) -> Result<Request, BadMessage> {
     let envelope: Envelope = serde_json::from_slice(body).map_err(|err| BadMessage {
         query_index: None,
         reason: format!("message is not a JSON object: {err}"),
@@ -42,8 +74,14 @@ pub(crate) fn parse_request(body: &[u8], client_id: u64) -> Result<Request, BadM
     let Some(raw_kind) = envelope.kind else {
         return Err(bad("message has no \"type\""));
     };
-    let kind: Cow<str> =
-        serde_json::from_str(raw_kind.get()).map_err(|_| bad("\"type\" must be a string"))?;
+    // Borrowed unless the name has escapes, which only a JSON string can be decoded from.
+    let kind = match serde_json::from_str::<&str>(raw_kind.get()) {
+        Ok(kind) => kinds.name(kind),
+        Err(_) => match serde_json::from_str::<String>(raw_kind.get()) {
+            Ok(kind) => kinds.name(&kind),
+            Err(_) => return Err(bad("\"type\" must be a string")),
+        },
+    };
     if kind.is_empty() {
         return Err(bad("\"type\" must not be empty"));
     }
@@ -55,9 +93,9 @@ pub(crate) fn parse_request(body: &[u8], client_id: u64) -> Result<Request, BadM
         }));
     };
     Ok(Request {
-        kind: Arc::from(kind.as_ref()),
+        kind,
         query_index: index,
-        payload: envelope.payload.map(|raw| Arc::from(raw.to_owned())),
+        payload: envelope.payload.map(|raw| Arc::from(raw.get())),
         client_id,
         attempt: 1,
     })
@@ -67,36 +105,62 @@ pub(crate) fn parse_request(body: &[u8], client_id: u64) -> Result<Request, BadM
 mod tests {
     use super::*;
 
+    fn parse(body: &[u8], client_id: u64) -> Result<Request, BadMessage> {
+        parse_request(body, client_id, &mut Kinds::default())
+    }
+
     #[test]
     fn a_request_keeps_its_payload_raw() {
-        let req =
-            parse_request(br#"{"type":"a","queryIndex":3,"payload":{"x":[1, 2]}}"#, 9).unwrap();
+        let req = parse(br#"{"type":"a","queryIndex":3,"payload":{"x":[1, 2]}}"#, 9).unwrap();
         assert_eq!(req.kind(), "a");
         assert_eq!(req.query_index(), &Number::from(3));
-        assert_eq!(req.payload_raw().unwrap().get(), r#"{"x":[1, 2]}"#);
+        assert_eq!(req.payload_text(), Some(r#"{"x":[1, 2]}"#));
         assert_eq!(req.client_id(), 9);
     }
 
     #[test]
     fn missing_type_echoes_the_query_index() {
-        let err = parse_request(br#"{"queryIndex":5}"#, 1).unwrap_err();
+        let err = parse(br#"{"queryIndex":5}"#, 1).unwrap_err();
         assert_eq!(err.query_index, Some(Number::from(5)));
         assert!(err.reason.contains("type"));
     }
 
     #[test]
     fn missing_or_bad_query_index_is_refused() {
-        let err = parse_request(br#"{"type":"a"}"#, 1).unwrap_err();
+        let err = parse(br#"{"type":"a"}"#, 1).unwrap_err();
         assert_eq!(err.query_index, None);
         assert!(err.reason.contains("queryIndex"));
-        let err = parse_request(br#"{"type":"a","queryIndex":"x"}"#, 1).unwrap_err();
+        let err = parse(br#"{"type":"a","queryIndex":"x"}"#, 1).unwrap_err();
         assert!(err.reason.contains("number"));
     }
 
     #[test]
     fn garbage_is_refused() {
-        assert!(parse_request(b"{not json", 1).is_err());
-        assert!(parse_request(b"[1,2]", 1).is_err());
-        assert!(parse_request(b"\xff\xfe", 1).is_err());
+        assert!(parse(b"{not json", 1).is_err());
+        assert!(parse(b"[1,2]", 1).is_err());
+        assert!(parse(b"\xff\xfe", 1).is_err());
+    }
+
+    #[test]
+    fn a_type_with_escapes_is_decoded() {
+        let req = parse(br#"{"type":"get\u0050roxy\n","queryIndex":1}"#, 1).unwrap();
+        assert_eq!(req.kind(), "getProxy\n");
+        let err = parse(br#"{"type":7,"queryIndex":1}"#, 1).unwrap_err();
+        assert!(err.reason.contains("must be a string"), "{}", err.reason);
+    }
+
+    #[test]
+    fn requests_of_one_type_share_its_name() {
+        let mut kinds = Kinds::default();
+        let mut kind = |body: &[u8]| parse_request(body, 1, &mut kinds).unwrap().kind;
+        let first = kind(br#"{"type":"getProxy","queryIndex":1}"#);
+        let again = kind(br#"{"type":"getProxy","queryIndex":2}"#);
+        assert!(Arc::ptr_eq(&first, &again));
+        // More types than are kept: each still reads as itself, the old ones allocated anew.
+        for n in 0..3 * Kinds::KEPT {
+            let body = format!(r#"{{"type":"t{n}","queryIndex":1}}"#);
+            assert_eq!(&*kind(body.as_bytes()), format!("t{n}"));
+        }
+        assert_eq!(&*kind(br#"{"type":"getProxy","queryIndex":3}"#), "getProxy");
     }
 }
