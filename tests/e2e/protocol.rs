@@ -176,6 +176,25 @@ async fn unknown_types_are_answered_and_leave_no_state() {
     assert_eq!(types, HashSet::from(["echo", "ping"]));
 }
 
+/// A connection keeps the names of the types it sent lately; a type spelled with escapes is
+/// the same type, and a type seen before is still itself after many others came between.
+#[tokio::test]
+async fn a_type_is_the_same_however_spelled_and_however_many_others_came_between() {
+    let host = TestHost::with(echo_host()).await;
+    let mut conn = host.raw().await;
+    let spelled = "{\"type\":\"\\u0065ch\\u006f\",\"queryIndex\":1,\"payload\":1}🦀";
+    conn.send_bytes(spelled.as_bytes()).await;
+    let response = conn.next().await;
+    assert_eq!(response["type"], "echo");
+    assert_eq!(response["resultJob"]["echo"], 1);
+    for i in 0..40 {
+        let response = conn.call(&format!("other{i}"), i, json!({})).await;
+        assert_eq!(code(&response), "unknown_type");
+        let response = conn.call("echo", 100 + i, json!(i)).await;
+        assert_eq!(response["resultJob"]["echo"], i);
+    }
+}
+
 #[tokio::test]
 async fn a_thousand_pipelined_requests_are_answered_exactly_once() {
     let host = TestHost::with(echo_host()).await;
