@@ -4,6 +4,7 @@ use crate::jobber::Request;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Number;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// The request types a connection has sent lately, so that a request of a type seen before
@@ -55,6 +56,10 @@ struct Envelope<'a> {
     payload: Option<&'a RawValue>,
 }
 
+/// A JSON string, borrowed from the message unless it has escapes to decode.
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
 pub(crate) fn parse_request(
     body: &[u8],
     client_id: u64,
@@ -74,17 +79,12 @@ pub(crate) fn parse_request(
     let Some(raw_kind) = envelope.kind else {
         return Err(bad("message has no \"type\""));
     };
-    // Borrowed unless the name has escapes, which only a JSON string can be decoded from.
-    let kind = match serde_json::from_str::<&str>(raw_kind.get()) {
-        Ok(kind) => kinds.name(kind),
-        Err(_) => match serde_json::from_str::<String>(raw_kind.get()) {
-            Ok(kind) => kinds.name(&kind),
-            Err(_) => return Err(bad("\"type\" must be a string")),
-        },
-    };
+    let Text(kind) =
+        serde_json::from_str(raw_kind.get()).map_err(|_| bad("\"type\" must be a string"))?;
     if kind.is_empty() {
         return Err(bad("\"type\" must not be empty"));
     }
+    let kind = kinds.name(&kind);
     let Some(index) = query_index.clone() else {
         return Err(bad(if envelope.query_index.is_some() {
             "\"queryIndex\" must be a number"
@@ -145,6 +145,8 @@ mod tests {
     fn a_type_with_escapes_is_decoded() {
         let req = parse(br#"{"type":"get\u0050roxy\n","queryIndex":1}"#, 1).unwrap();
         assert_eq!(req.kind(), "getProxy\n");
+        let plain: Text = serde_json::from_str(r#""getProxy""#).unwrap();
+        assert!(matches!(plain.0, Cow::Borrowed("getProxy")), "no copy made");
         let err = parse(br#"{"type":7,"queryIndex":1}"#, 1).unwrap_err();
         assert!(err.reason.contains("must be a string"), "{}", err.reason);
     }
