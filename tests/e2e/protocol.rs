@@ -227,6 +227,34 @@ async fn a_thousand_pipelined_requests_are_answered_exactly_once() {
     );
 }
 
+/// More than a read takes at once, sent in one write: a read that fills the host's buffer
+/// must be followed by another without waiting for the socket to signal again (it will not:
+/// readiness is edge-triggered), or the rest would never be read.
+#[tokio::test]
+async fn requests_larger_together_than_a_read_are_all_answered() {
+    let host = TestHost::with(echo_host()).await;
+    let mut conn = host.raw().await;
+    let mut burst = Vec::new();
+    for i in 0..6u64 {
+        let text = "x".repeat(100_000 + i as usize);
+        burst.extend_from_slice(
+            json!({"type": "echo", "queryIndex": i, "payload": text})
+                .to_string()
+                .as_bytes(),
+        );
+        burst.extend_from_slice("🦀".as_bytes());
+    }
+    conn.send_bytes(&burst).await;
+    for i in 0..6u64 {
+        let response = conn.next().await;
+        assert_eq!(response["queryIndex"], i);
+        let echoed = response["resultJob"]["echo"].as_str().unwrap();
+        assert_eq!(echoed.len(), 100_000 + i as usize);
+    }
+    let last = conn.call("ping", 6, json!(null)).await;
+    assert!(last["resultJob"]["pong"].is_number());
+}
+
 #[tokio::test]
 async fn newline_framing_is_answered_in_newlines() {
     let host = TestHost::with(echo_host()).await;

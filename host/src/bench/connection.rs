@@ -6,6 +6,7 @@
 //! over, or, with `--step`, a chain per pipeline slot.
 
 use std::fmt::Write as _;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -13,7 +14,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context as _};
 use resman_sdk::frame::Splitter;
 use resman_sdk::protocol::Framing;
-use tokio::io::Interest;
+use tokio::io::{AsyncRead, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::chain::{add_counts, Chains, Failure, StepCount};
@@ -184,6 +185,18 @@ impl Inbox {
         Ok(n)
     }
 
+    /// Waits for bytes and reads what the socket has; `Ok(0)` when the server closed.
+    /// Through `poll_read`, which takes a read that did not fill the buffer as the socket
+    /// drained (epoll is edge-triggered): emptying the socket costs one `recv`, not a second
+    /// that finds nothing. The load generator shares the machine with the server it measures.
+    async fn read_waiting(&mut self, stream: &mut TcpStream) -> std::io::Result<usize> {
+        let mut buf = ReadBuf::new(&mut self.buf[self.filled..]);
+        std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_read(cx, &mut buf)).await?;
+        let n = buf.filled().len();
+        self.filled += n;
+        Ok(n)
+    }
+
     /// The body of the next whole frame, which is then taken.
     fn next_body(&mut self) -> Option<&[u8]> {
         let frame = self
@@ -227,11 +240,16 @@ impl Connection {
             if flight.len() == 0 && self.budget == 0 {
                 break;
             }
-            if !self.readable(out.pending()).await? {
-                continue;
-            }
             inbox.make_room()?;
-            match inbox.read(&self.stream) {
+            let read = if out.pending() {
+                if !self.readable_or_writable().await? {
+                    continue;
+                }
+                inbox.read(&self.stream)
+            } else {
+                inbox.read_waiting(&mut self.stream).await
+            };
+            match read {
                 Ok(0) => return Err(closed_error(flight.len(), &stats)),
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
@@ -260,17 +278,12 @@ impl Connection {
         n
     }
 
-    /// Waits until the socket is readable, or writable while `writing`; returns whether it is
-    /// readable.
-    async fn readable(&self, writing: bool) -> anyhow::Result<bool> {
-        let interest = if writing {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
+    /// Waits until the socket is readable or writable (requests are waiting to be written);
+    /// returns whether it is readable.
+    async fn readable_or_writable(&self) -> anyhow::Result<bool> {
         let ready = self
             .stream
-            .ready(interest)
+            .ready(Interest::READABLE | Interest::WRITABLE)
             .await
             .context("waiting on the socket")?;
         Ok(ready.is_readable())

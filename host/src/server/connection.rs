@@ -12,9 +12,12 @@ use crate::coordinator::{self, message::Demand, message::Message};
 use resman_sdk::frame::Splitter;
 use resman_sdk::protocol::ErrorCode;
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
+use std::task::{ready, Poll};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
@@ -89,30 +92,40 @@ impl Connection {
     }
 
     async fn run(&mut self, drained: &CancellationToken) -> io::Result<()> {
+        // Its own handle, so that waiting for answers does not borrow the connection the
+        // read needs.
+        let peer = Arc::clone(&self.peer);
         loop {
             tokio::select! {
                 biased;
                 _ = drained.cancelled() => return self.flush().await,
-                _ = self.peer.wake.notified() => self.flush().await?,
-                ready = self.stream.readable() => {
-                    ready?;
-                    match self.read()? {
-                        Read::More => self.flush().await?,
-                        Read::Closed => return Ok(()),
-                        Read::TooLarge => return self.flush().await,
-                    }
-                }
+                _ = peer.wake.notified() => self.flush().await?,
+                read = self.read() => match read? {
+                    Read::More => self.flush().await?,
+                    Read::Closed => return Ok(()),
+                    Read::TooLarge => return self.flush().await,
+                },
             }
         }
     }
 
-    /// Reads what the socket has and submits the complete requests in it.
-    fn read(&mut self) -> io::Result<Read> {
-        SCRATCH.with_borrow_mut(|scratch| match self.stream.try_read(scratch) {
-            Ok(0) => Ok(Read::Closed),
-            Ok(n) => Ok(self.ingest(&scratch[..n])),
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(Read::More),
-            Err(err) => Err(err),
+    /// Waits for bytes, reads what the socket has and submits the complete requests in it.
+    ///
+    /// Through `poll_read`, which takes a read that did not fill the buffer as the socket
+    /// drained (epoll is edge-triggered) and waits for the next readiness: a read that empties
+    /// the socket costs one `recv`, not a second that finds nothing. The bytes are taken from
+    /// the thread's scratch buffer within the same poll, before the task can move threads.
+    fn read(&mut self) -> impl Future<Output = io::Result<Read>> + '_ {
+        std::future::poll_fn(move |cx| {
+            SCRATCH.with_borrow_mut(|scratch| {
+                let mut buf = ReadBuf::new(scratch);
+                ready!(Pin::new(&mut self.stream).poll_read(cx, &mut buf))?;
+                let n = buf.filled().len();
+                Poll::Ready(Ok(match n {
+                    0 => Read::Closed,
+                    n => self.ingest(&scratch[..n]),
+                }))
+            })
         })
     }
 
