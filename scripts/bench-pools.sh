@@ -12,20 +12,25 @@
 # resman's as a multiple of Redis's. Servers and load generators share the machine, so CPU per
 # request says how much of it each server needs, however busy the machine was.
 # Needs redis-server, redis-cli and redis-benchmark (Debian: redis-server), and python3.
-# Usage: scripts/bench-pools.sh [requests-per-setting]
+# Usage: scripts/bench-pools.sh [requests-per-setting] [rounds]
+#   rounds (default 1): each setting is measured this many times, the three servers one after
+#   another in each round, and a last row gives the median of the rounds' ratios. On a shared
+#   machine one run can be off by 10-20%; the median of 3 or 5 interleaved rounds is steadier.
 #   RESMAN_THREADS=n sets serve --threads; BENCH_DIR=folder holds the data files (default
 #   /var/tmp; it must be on a disk, not tmpfs, or fsync costs nothing).
 set -euo pipefail
 shopt -s inherit_errexit # a failure inside $(...) fails the assignment that runs it
 cd "$(dirname "$0")/.."
 requests=${1:-200000}
+rounds=${2:-1}
 settings=("50 1" "50 16")
 proxies=4000 # more than connections x pipeline, plus the leases a run may end holding
 mport=46971; everysec_port=46381; always_port=46382
 declare -A server_pid # name → pid, for its CPU time
 
 die() { echo "bench-pools: $*" >&2; exit 1; }
-[[ "$requests" =~ ^[1-9][0-9]*$ ]] || die "usage: $0 [requests-per-setting]"
+[[ "$requests" =~ ^[1-9][0-9]*$ && "$rounds" =~ ^[1-9][0-9]*$ ]] ||
+    die "usage: $0 [requests-per-setting] [rounds]"
 for tool in redis-server redis-cli redis-benchmark python3; do
     command -v "$tool" >/dev/null || die "$tool not found (Debian: apt install redis-server)"
 done
@@ -144,28 +149,42 @@ start_resman
 add_proxies
 
 ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
+median() { python3 -c "import statistics,sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}x')" "${@%x}"; }
 row='%-7s %11s %8s %13s %8s %11s %8s %9s %9s\n'
 printf "$row" "c,P" "resman rps" "p99 ms" "everysec rps" "p99 ms" "always rps" "p99 ms" "vs every" "vs always"
 for setting in "${settings[@]}"; do
     read -r c p <<<"$setting"
-    # Assigned first, so that a failure stops the script (a failed `read <<<"$(...)"` would not).
-    fill_redis $everysec_port $((requests + c * p + 10000))
-    ticks=$(cpu_ticks redis-everysec)
-    every=$(redis_lmove $everysec_port "$c" "$p" "$requests")
-    every_cpu=$(cpu_per_request redis-everysec "$ticks" "$requests")
-    fill_redis $always_port $((requests + c * p + 10000))
-    ticks=$(cpu_ticks redis-always)
-    always=$(redis_lmove $always_port "$c" "$p" "$requests")
-    always_cpu=$(cpu_per_request redis-always "$ticks" "$requests")
-    ticks=$(cpu_ticks resman)
-    ours=$(resman_chain "$c" "$p" "$requests")
-    ours_cpu=$(cpu_per_request resman "$ticks" "$requests")
-    read -r every_rps every_p99 <<<"$every"
-    read -r always_rps always_p99 <<<"$always"
-    read -r ours_rps ours_p99 ours_errors ours_first <<<"$ours"
-    printf "$row" "$c,$p" "$ours_rps" "$ours_p99" "$every_rps" "$every_p99" "$always_rps" \
-        "$always_p99" "$(ratio "$ours_rps" "$every_rps")" "$(ratio "$ours_rps" "$always_rps")"
-    printf "$row" "  CPU" "${ours_cpu} us" "" "${every_cpu} us" "" "${always_cpu} us" "" \
-        "$(ratio "$ours_cpu" "$every_cpu")" "$(ratio "$ours_cpu" "$always_cpu")"
-    [ "$ours_errors" = 0 ] || echo "  resman: $ours_errors error responses; the first: $ours_first"
+    vs_every=(); vs_always=(); cpu_every=(); cpu_always=()
+    for ((round = 1; round <= rounds; round++)); do
+        # Assigned first, so that a failure stops the script (a failed `read <<<"$(...)"` would not).
+        fill_redis $everysec_port $((requests + c * p + 10000))
+        ticks=$(cpu_ticks redis-everysec)
+        every=$(redis_lmove $everysec_port "$c" "$p" "$requests")
+        every_cpu=$(cpu_per_request redis-everysec "$ticks" "$requests")
+        fill_redis $always_port $((requests + c * p + 10000))
+        ticks=$(cpu_ticks redis-always)
+        always=$(redis_lmove $always_port "$c" "$p" "$requests")
+        always_cpu=$(cpu_per_request redis-always "$ticks" "$requests")
+        ticks=$(cpu_ticks resman)
+        ours=$(resman_chain "$c" "$p" "$requests")
+        ours_cpu=$(cpu_per_request resman "$ticks" "$requests")
+        read -r every_rps every_p99 <<<"$every"
+        read -r always_rps always_p99 <<<"$always"
+        read -r ours_rps ours_p99 ours_errors ours_first <<<"$ours"
+        vs_every+=("$(ratio "$ours_rps" "$every_rps")")
+        vs_always+=("$(ratio "$ours_rps" "$always_rps")")
+        cpu_every+=("$(ratio "$ours_cpu" "$every_cpu")")
+        cpu_always+=("$(ratio "$ours_cpu" "$always_cpu")")
+        printf "$row" "$c,$p" "$ours_rps" "$ours_p99" "$every_rps" "$every_p99" "$always_rps" \
+            "$always_p99" "${vs_every[-1]}" "${vs_always[-1]}"
+        printf "$row" "  CPU" "${ours_cpu} us" "" "${every_cpu} us" "" "${always_cpu} us" "" \
+            "${cpu_every[-1]}" "${cpu_always[-1]}"
+        [ "$ours_errors" = 0 ] || echo "  resman: $ours_errors error responses; the first: $ours_first"
+    done
+    if ((rounds > 1)); then
+        printf "$row" "$c,$p" "median of" "$rounds" "rounds" "" "" "" \
+            "$(median "${vs_every[@]}")" "$(median "${vs_always[@]}")"
+        printf "$row" "  CPU" "" "" "" "" "" "" "$(median "${cpu_every[@]}")" \
+            "$(median "${cpu_always[@]}")"
+    fi
 done
