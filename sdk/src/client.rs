@@ -79,7 +79,9 @@ pub enum ClientError {
     /// The TCP connection could not be opened, or the address did not resolve.
     #[error("cannot connect to {addr}: {source}")]
     Connect {
-        /// The address as given (`host:port`), or the socket addresses it resolved to.
+        /// The address as given when it did not resolve (`SOCKET_HOST:SOCKET_PORT`, or what
+        /// was passed to `connect` in its `Debug` form, such as `"nohost:5"`), else the
+        /// socket addresses it resolved to.
         addr: String,
         /// Why.
         #[source]
@@ -186,10 +188,14 @@ impl ClientBuilder {
     ///
     /// # Errors
     ///
-    /// [`ClientError::Connect`] if `addr` does not resolve or no address it resolves to
-    /// accepts the connection.
-    pub async fn connect(self, addr: impl ToSocketAddrs) -> Result<Client, ClientError> {
-        let stream = open(addr, None).await?;
+    /// [`ClientError::Connect`] if `addr` does not resolve (the error names it as given) or
+    /// no address it resolves to accepts the connection (the error names those).
+    pub async fn connect(
+        self,
+        addr: impl ToSocketAddrs + fmt::Debug,
+    ) -> Result<Client, ClientError> {
+        let given = format!("{addr:?}");
+        let stream = open(addr, Label::Unresolved(&given)).await?;
         Ok(self.start(stream))
     }
 
@@ -206,7 +212,7 @@ impl ClientBuilder {
     pub async fn connect_env(self) -> Result<Client, ClientError> {
         let (host, port) = env_address()?;
         let label = format!("{host}:{port}");
-        let stream = open((host.as_str(), port), Some(&label)).await?;
+        let stream = open((host.as_str(), port), Label::Always(&label)).await?;
         Ok(self.start(stream))
     }
 
@@ -268,8 +274,8 @@ impl Client {
     /// # Errors
     ///
     /// [`ClientError::Connect`] if `addr` does not resolve or no address it resolves to
-    /// accepts the connection.
-    pub async fn connect(addr: impl ToSocketAddrs) -> Result<Client, ClientError> {
+    /// accepts the connection; see [`ClientBuilder::connect`].
+    pub async fn connect(addr: impl ToSocketAddrs + fmt::Debug) -> Result<Client, ClientError> {
         ClientBuilder::new().connect(addr).await
     }
 
@@ -567,12 +573,21 @@ async fn read_responses(
 
 /// Opens a TCP connection to the first address `addr` resolves to that accepts it.
 /// `label` names the address in errors; without it the resolved addresses do.
-async fn open(addr: impl ToSocketAddrs, label: Option<&str>) -> Result<TcpStream, ClientError> {
+/// How a connect error names the address.
+#[derive(Clone, Copy)]
+enum Label<'a> {
+    /// By this text, always.
+    Always(&'a str),
+    /// By this text if it did not resolve, else by the addresses it resolved to.
+    Unresolved(&'a str),
+}
+
+async fn open(addr: impl ToSocketAddrs, label: Label<'_>) -> Result<TcpStream, ClientError> {
     let connect_error = |addrs: &[SocketAddr], source| {
         let addr = match label {
-            Some(label) => label.to_owned(),
-            None if addrs.is_empty() => "the given address".to_owned(),
-            None => addrs
+            Label::Always(label) => label.to_owned(),
+            Label::Unresolved(given) if addrs.is_empty() => given.to_owned(),
+            Label::Unresolved(_) => addrs
                 .iter()
                 .map(SocketAddr::to_string)
                 .collect::<Vec<_>>()
@@ -919,5 +934,17 @@ mod tests {
             ClientError::Connect { addr: named, .. } => assert_eq!(named, addr.to_string()),
             other => panic!("expected a connect error, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn an_address_that_does_not_resolve_is_named_as_given() {
+        let err = Client::connect("nohost.invalid:5").await.unwrap_err();
+        match &err {
+            ClientError::Connect { addr, .. } => assert_eq!(addr, "\"nohost.invalid:5\""),
+            other => panic!("expected a connect error, got {other:?}"),
+        }
+        assert!(err
+            .to_string()
+            .starts_with("cannot connect to \"nohost.invalid:5\": "));
     }
 }
