@@ -571,8 +571,6 @@ async fn read_responses(
     }
 }
 
-/// Opens a TCP connection to the first address `addr` resolves to that accepts it.
-/// `label` names the address in errors; without it the resolved addresses do.
 /// How a connect error names the address.
 #[derive(Clone, Copy)]
 enum Label<'a> {
@@ -582,6 +580,8 @@ enum Label<'a> {
     Unresolved(&'a str),
 }
 
+/// Opens a TCP connection to the first address `addr` resolves to that accepts it; `label`
+/// says how an error names the address.
 async fn open(addr: impl ToSocketAddrs, label: Label<'_>) -> Result<TcpStream, ClientError> {
     let connect_error = |addrs: &[SocketAddr], source| {
         let addr = match label {

@@ -202,12 +202,7 @@ async fn a_thousand_pipelined_requests_are_answered_exactly_once() {
     let mut batch = Vec::new();
     for i in 0..1000u64 {
         let kind = if i % 2 == 0 { "ping" } else { "echo" };
-        batch.extend_from_slice(
-            json!({"type": kind, "queryIndex": i, "payload": i})
-                .to_string()
-                .as_bytes(),
-        );
-        batch.extend_from_slice("🦀".as_bytes());
+        batch.extend(conn.framed(kind, i, json!(i)));
     }
     conn.send_bytes(&batch).await;
     let mut seen = HashSet::new();
@@ -237,12 +232,7 @@ async fn requests_larger_together_than_a_read_are_all_answered() {
     let mut burst = Vec::new();
     for i in 0..6u64 {
         let text = "x".repeat(100_000 + i as usize);
-        burst.extend_from_slice(
-            json!({"type": "echo", "queryIndex": i, "payload": text})
-                .to_string()
-                .as_bytes(),
-        );
-        burst.extend_from_slice("🦀".as_bytes());
+        burst.extend(conn.framed("echo", i, json!(text)));
     }
     conn.send_bytes(&burst).await;
     for i in 0..6u64 {

@@ -116,13 +116,19 @@ impl RawConn {
         self.stream.write_all(bytes).await.expect("writes");
     }
 
-    /// Sends a request in this connection's framing.
-    pub async fn send(&mut self, kind: &str, query_index: u64, payload: Value) {
+    /// A request as this connection frames it, for tests that send many in one write.
+    pub fn framed(&self, kind: &str, query_index: u64, payload: Value) -> Vec<u8> {
         let mut bytes = serde_json::to_vec(&json!({
             "type": kind, "queryIndex": query_index, "payload": payload
         }))
         .expect("serialises");
         bytes.extend_from_slice(self.framing.terminator());
+        bytes
+    }
+
+    /// Sends a request in this connection's framing.
+    pub async fn send(&mut self, kind: &str, query_index: u64, payload: Value) {
+        let bytes = self.framed(kind, query_index, payload);
         self.send_bytes(&bytes).await;
     }
 
