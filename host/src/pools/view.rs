@@ -1,10 +1,12 @@
 //! What pool operations answer: leases and pool status as jobbers see them. They serialize
-//! to the JSON of `resman_sdk::pool`'s types (the native ABI's answers) and convert field by
-//! field to the WIT records, with resource data passed as the JSON text it was stored as.
+//! to the JSON of `resman_sdk::pool`'s types (the native ABI's answers) and become the WIT
+//! records for WASM guests, resource data passed as the JSON text it was stored as: a lease
+//! and its grants are lowered in place (`plugins::wasm::lower`), a status field by field.
 
 use super::record::{Data, LeaseId, Name};
 use serde::Serialize;
 use std::sync::Arc;
+use wasmtime::component::{ComponentType, Lower};
 
 /// A lease (`resman_sdk::pool::Lease`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -19,8 +21,10 @@ pub(crate) struct LeaseView {
     pub(crate) grants: Arc<[GrantView]>,
 }
 
-/// One resource of a lease (`resman_sdk::pool::Grant`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// One resource of a lease (`resman_sdk::pool::Grant`); lowers into a WASM guest as the WIT
+/// record `grant` in place (see `plugins::wasm::lower`).
+#[derive(Clone, Debug, PartialEq, Serialize, ComponentType, Lower)]
+#[component(record)]
 pub(crate) struct GrantView {
     pub(crate) pool: Name,
     pub(crate) id: Name,

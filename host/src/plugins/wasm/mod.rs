@@ -37,15 +37,16 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../sdk/wit",
         world: "jobber",
-        imports: { "resman:jobber/pools.acquire": async },
         exports: { default: async },
     });
 }
 
 mod cache;
+mod lower;
 mod pools_api;
 
 use bindings::resman::jobber::host::{self as host_api, Level};
+use bindings::resman::jobber::store as store_api;
 use bindings::resman::jobber::types::{self as types_api, JobError, Request};
 use bindings::{Jobber, JobberPre};
 
@@ -248,7 +249,10 @@ fn engine_config() -> Config {
 fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    Jobber::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| state)?;
+    // `pools` is linked by hand (see `pools_api`); `bindgen!`'s traits serve the rest.
+    host_api::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| state)?;
+    store_api::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| state)?;
+    pools_api::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 

@@ -1,14 +1,17 @@
-//! The `pools` and `store` imports of the WIT world for WASM guests: each converts the
-//! generated records to and from the host's own types and calls
-//! [`crate::pools::api`], which serves the request the calling thread is on. Resource data
-//! crosses as the JSON text it is stored as, never re-parsed.
+//! The `pools` and `store` imports of the WIT world for WASM guests: each reads its
+//! arguments, calls [`crate::pools::api`], which serves the request the calling thread is
+//! on, and answers the WIT records. Resource data crosses as the JSON text it is stored as,
+//! never re-parsed. `store` is `bindgen!`'s `Host` trait; `pools`, the hot path, is linked by
+//! hand ([`add_to_linker`]) so that a lease is lowered from the pool's own view.
 
 use super::bindings::resman::jobber::pools as wit;
 use super::bindings::resman::jobber::store as wit_store;
+use super::lower::Lease;
 use super::StoreState;
 use crate::pools::api;
 use crate::pools::view::{LeaseView, StatusView};
 use resman_sdk::pool::{AcquireRequest, PoolError, Want};
+use wasmtime::component::{Linker, WasmStr};
 
 fn error(err: PoolError) -> wit::PoolError {
     match err {
@@ -19,25 +22,6 @@ fn error(err: PoolError) -> wit::PoolError {
         PoolError::Unavailable(m) => wit::PoolError::Unavailable(m),
         PoolError::Conflict(m) => wit::PoolError::Conflict(m),
         PoolError::Storage(m) => wit::PoolError::Storage(m),
-    }
-}
-
-fn lease(view: LeaseView) -> wit::Lease {
-    wit::Lease {
-        id: view.id.to_string(),
-        token: view.token,
-        holder: view.holder,
-        expires_at_ms: view.expires_at_ms,
-        release_on_disconnect: view.release_on_disconnect,
-        grants: view
-            .grants
-            .iter()
-            .map(|grant| wit::Grant {
-                pool: grant.pool.to_string(),
-                id: grant.id.to_string(),
-                data: grant.data.as_str().to_owned(),
-            })
-            .collect(),
     }
 }
 
@@ -70,58 +54,81 @@ fn status(view: StatusView) -> wit::PoolStatus {
 
 type Answer<T> = Result<T, wit::PoolError>;
 
-impl wit::Host for StoreState {
-    fn add(&mut self, pool: String, resources: Vec<wit::Resource>) -> Answer<u32> {
-        let resources = resources.into_iter().map(|r| (r.id, r.data)).collect();
-        api::add(&pool, resources).map_err(error)
-    }
+/// The WIT instance the `pools` functions are linked into: the interface's name with the
+/// package version of `sdk/wit/resman.wit`, which it must follow (a plugin importing a
+/// version the host does not define fails to load, so every plugin test catches a mismatch).
+const POOLS: &str = "resman:jobber/pools@0.2.0";
 
-    fn remove(&mut self, pool: String, ids: Vec<String>, force: bool) -> Answer<u32> {
-        api::remove(&pool, &ids, force).map_err(error)
-    }
+/// Links the `pools` interface by hand rather than through `bindgen!`'s `Host` trait, which
+/// would have every lease answered as an owned copy (see [`Lease`]), and every name a guest
+/// passes lifted into a `String`: here names are read where they lie in guest memory.
+pub(super) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
+    let mut pools = linker.instance(POOLS)?;
+    pools.func_wrap(
+        "add",
+        |store, (pool, resources): (WasmStr, Vec<wit::Resource>)| {
+            let resources = resources.into_iter().map(|r| (r.id, r.data)).collect();
+            Ok((api::add(&pool.to_str(&store)?, resources).map_err(error),))
+        },
+    )?;
+    pools.func_wrap(
+        "remove",
+        |store, (pool, ids, force): (WasmStr, Vec<String>, bool)| {
+            Ok((api::remove(&pool.to_str(&store)?, &ids, force).map_err(error),))
+        },
+    )?;
+    pools.func_wrap_async("acquire", |_, (request,): (wit::AcquireRequest,)| {
+        Box::new(async move { Ok((acquire(request).await,)) })
+    })?;
+    pools.func_wrap("release", |store, (id,): (WasmStr,)| {
+        Ok((answer(api::release(&id.to_str(&store)?)),))
+    })?;
+    pools.func_wrap("release-in", |store, (pool, id): (WasmStr, WasmStr)| {
+        let (pool, id) = (pool.to_str(&store)?, id.to_str(&store)?);
+        Ok((answer(api::release_in(&pool, &id)),))
+    })?;
+    pools.func_wrap(
+        "release-resource",
+        |store, (pool, id): (WasmStr, WasmStr)| {
+            let (pool, id) = (pool.to_str(&store)?, id.to_str(&store)?);
+            Ok((answer(api::release_resource(&pool, &id)),))
+        },
+    )?;
+    pools.func_wrap("renew", |store, (id, ttl_ms): (WasmStr, u64)| {
+        Ok((answer(api::renew(&id.to_str(&store)?, ttl_ms)),))
+    })?;
+    pools.func_wrap("get-lease", |store, (id,): (WasmStr,)| {
+        Ok((answer(api::lease(&id.to_str(&store)?)),))
+    })?;
+    pools.func_wrap("status", |store, (pool,): (WasmStr,)| {
+        let status = api::status(&pool.to_str(&store)?);
+        Ok((status.map(self::status).map_err(error),))
+    })?;
+    Ok(())
+}
 
-    async fn acquire(&mut self, request: wit::AcquireRequest) -> Answer<wit::Lease> {
-        let request = AcquireRequest {
-            wants: request
-                .wants
-                .into_iter()
-                .map(|want| Want {
-                    pool: want.pool,
-                    count: want.count,
-                    ids: want.ids,
-                })
-                .collect(),
-            ttl_ms: request.ttl_ms,
-            wait_ms: request.wait_ms,
-            request_id: request.request_id,
-            release_on_disconnect: request.release_on_disconnect,
-        };
-        api::acquire_async(request).await.map(lease).map_err(error)
-    }
+/// A lease, or why there is none, as the guest receives it.
+fn answer(result: Result<LeaseView, PoolError>) -> Answer<Lease> {
+    result.map(Lease::from).map_err(error)
+}
 
-    fn release(&mut self, id: String) -> Answer<wit::Lease> {
-        api::release(&id).map(lease).map_err(error)
-    }
-
-    fn release_in(&mut self, pool: String, id: String) -> Answer<wit::Lease> {
-        api::release_in(&pool, &id).map(lease).map_err(error)
-    }
-
-    fn release_resource(&mut self, pool: String, id: String) -> Answer<wit::Lease> {
-        api::release_resource(&pool, &id).map(lease).map_err(error)
-    }
-
-    fn renew(&mut self, id: String, ttl_ms: u64) -> Answer<wit::Lease> {
-        api::renew(&id, ttl_ms).map(lease).map_err(error)
-    }
-
-    fn get_lease(&mut self, id: String) -> Answer<wit::Lease> {
-        api::lease(&id).map(lease).map_err(error)
-    }
-
-    fn status(&mut self, pool: String) -> Answer<wit::PoolStatus> {
-        api::status(&pool).map(status).map_err(error)
-    }
+async fn acquire(request: wit::AcquireRequest) -> Answer<Lease> {
+    let request = AcquireRequest {
+        wants: request
+            .wants
+            .into_iter()
+            .map(|want| Want {
+                pool: want.pool,
+                count: want.count,
+                ids: want.ids,
+            })
+            .collect(),
+        ttl_ms: request.ttl_ms,
+        wait_ms: request.wait_ms,
+        request_id: request.request_id,
+        release_on_disconnect: request.release_on_disconnect,
+    };
+    answer(api::acquire_async(request).await)
 }
 
 impl wit_store::Host for StoreState {
@@ -148,5 +155,19 @@ impl wit_store::Host for StoreState {
 
     fn keys(&mut self, prefix: String) -> Vec<String> {
         api::store_keys(&prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::POOLS;
+
+    #[test]
+    fn the_pools_instance_names_the_wit_package_version() {
+        let wit = include_str!("../../../../sdk/wit/resman.wit");
+        let (package, version) = POOLS.split_once('@').expect("a versioned name");
+        let package = package.strip_suffix("/pools").expect("the pools interface");
+        assert!(wit.contains(&format!("package {package}@{version};")));
+        assert!(wit.contains("interface pools {"));
     }
 }
