@@ -73,9 +73,9 @@ chain() { # requests → the bench's JSON report
         --step getProxy='{}' --step 'releaseProxy={"lease":{{lease}}}'
 }
 chain 2000 >/dev/null
-callgrind_control --zero "$pid" >/dev/null
+callgrind_control --zero "$pid" >/dev/null 2>&1
 report=$(chain "$requests")
-callgrind_control --dump "$pid" >/dev/null
+callgrind_control --dump "$pid" >/dev/null 2>&1
 
 python3 - "$work" "$requests" "$report" <<'PY'
 import glob, json, re, sys
