@@ -9,6 +9,8 @@
 //! - [`host`]: what a jobber may call back into the host for (logging, the clock).
 //! - [`pool`]: the host's durable resource pools (acquire, release, renew, fencing tokens).
 //! - [`store`]: a durable key-value store of the plugin's own.
+//! - [`alloc`]: a global allocator for WASM plugins, faster than the target's for the
+//!   short-lived strings every request brings.
 //! - [`native`]: the C ABI of native plugins; `bindings` (on `wasm32`): the WIT world's
 //!   generated bindings. Plugin authors use neither directly.
 //! - `client` (feature `client`): an async Rust client that keeps many requests in flight
@@ -23,6 +25,7 @@
 //! - `host.rs`: the host API as a jobber calls it, over either adapter.
 #![deny(missing_docs)]
 
+pub mod alloc;
 mod export;
 pub mod frame;
 pub mod host;

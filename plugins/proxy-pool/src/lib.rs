@@ -121,9 +121,9 @@ fn proxy_lease(id: &str) -> Result<Lease, JobError> {
 
 export_jobber!(ProxyPool);
 
-/// The guest's allocator: talc rather than the target's dlmalloc. A `getProxy` and a
-/// `releaseProxy` each receive a lease, whose strings the host allocates in guest memory one
-/// by one, so the allocator is on the hot path (about 2% fewer instructions per request).
-#[cfg(all(not(target_feature = "atomics"), target_family = "wasm"))]
+/// The guest's allocator: the SDK's size classes rather than the target's dlmalloc. A
+/// `getProxy` and a `releaseProxy` each receive a lease, whose strings the host allocates in
+/// guest memory one by one, so the allocator is on the hot path.
+#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
 #[global_allocator]
-static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+static ALLOCATOR: resman_sdk::alloc::GuestAllocator = resman_sdk::alloc::GuestAllocator::new();
