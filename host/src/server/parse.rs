@@ -1,10 +1,13 @@
 //! A frame's bytes → a [`Request`], or the reason it is not one. Pure, no I/O.
 
 use crate::jobber::Request;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Number;
 use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 /// The request types a connection has sent lately, so that a request of a type seen before
@@ -44,21 +47,112 @@ pub(crate) struct BadMessage {
     pub(crate) reason: String,
 }
 
-/// The top level of a request, fields kept raw so that a bad `type` does not hide a good
-/// `queryIndex` (the error answer echoes it).
+/// The top level of a request, read in one pass. `type` and `queryIndex` are [`Field`]s, so
+/// that a bad `type` does not hide a good `queryIndex` (the error answer echoes it); the
+/// payload stays raw JSON text, as the jobber receives it.
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(rename = "type", borrow, default)]
-    kind: Option<&'a RawValue>,
-    #[serde(rename = "queryIndex", borrow, default)]
-    query_index: Option<&'a RawValue>,
+    kind: Field<Cow<'a, str>>,
+    #[serde(rename = "queryIndex", default)]
+    query_index: Field<Number>,
     #[serde(borrow, default)]
     payload: Option<&'a RawValue>,
 }
 
-/// A JSON string, borrowed from the message unless it has escapes to decode.
-#[derive(Deserialize)]
-struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+/// One envelope field as it came: absent, of the kind wanted, or any other JSON value.
+#[derive(Default)]
+enum Field<T> {
+    #[default]
+    Missing,
+    Good(T),
+    Other,
+}
+
+impl<T> Field<T> {
+    fn good(value: Option<T>) -> Self {
+        value.map_or(Field::Other, Field::Good)
+    }
+}
+
+/// The kinds of value a [`Field`] takes; anything else makes it [`Field::Other`].
+trait Wanted<'de>: Sized {
+    fn text(_: Cow<'de, str>) -> Option<Self> {
+        None
+    }
+
+    fn number(_: Number) -> Option<Self> {
+        None
+    }
+}
+
+impl<'de: 'a, 'a> Wanted<'de> for Cow<'a, str> {
+    /// Borrowed from the message unless it has escapes to decode.
+    fn text(text: Cow<'de, str>) -> Option<Self> {
+        Some(text)
+    }
+}
+
+impl Wanted<'_> for Number {
+    fn number(number: Number) -> Option<Self> {
+        Some(number)
+    }
+}
+
+impl<'de, T: Wanted<'de>> Deserialize<'de> for Field<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(FieldVisitor(PhantomData))
+    }
+}
+
+/// Takes any JSON value: the wanted kind as it is, anything else read past.
+struct FieldVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Wanted<'de>> Visitor<'de> for FieldVisitor<T> {
+    type Value = Field<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Field<T>, E> {
+        Ok(Field::good(T::text(Cow::Borrowed(text))))
+    }
+
+    fn visit_str<E>(self, text: &str) -> Result<Field<T>, E> {
+        Ok(Field::good(T::text(Cow::Owned(text.to_owned()))))
+    }
+
+    fn visit_u64<E>(self, number: u64) -> Result<Field<T>, E> {
+        Ok(Field::good(T::number(number.into())))
+    }
+
+    fn visit_i64<E>(self, number: i64) -> Result<Field<T>, E> {
+        Ok(Field::good(T::number(number.into())))
+    }
+
+    fn visit_f64<E>(self, number: f64) -> Result<Field<T>, E> {
+        Ok(Field::good(Number::from_f64(number).and_then(T::number)))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Field<T>, E> {
+        Ok(Field::Other)
+    }
+
+    fn visit_unit<E>(self) -> Result<Field<T>, E> {
+        Ok(Field::Other)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Field<T>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Field::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field<T>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Field::Other)
+    }
+}
 
 pub(crate) fn parse_request(
     body: &[u8],
@@ -69,32 +163,26 @@ pub(crate) fn parse_request(
         query_index: None,
         reason: format!("message is not a JSON object: {err}"),
     })?;
-    let query_index = envelope
-        .query_index
-        .and_then(|raw| serde_json::from_str::<Number>(raw.get()).ok());
+    let query_index = match envelope.query_index {
+        Field::Good(index) => Ok(index),
+        Field::Missing => Err("message has no \"queryIndex\""),
+        Field::Other => Err("\"queryIndex\" must be a number"),
+    };
+    let echoed = query_index.as_ref().ok().cloned();
     let bad = |reason: &str| BadMessage {
-        query_index: query_index.clone(),
+        query_index: echoed.clone(),
         reason: reason.to_owned(),
     };
-    let Some(raw_kind) = envelope.kind else {
-        return Err(bad("message has no \"type\""));
+    let kind = match envelope.kind {
+        Field::Good(kind) if kind.is_empty() => return Err(bad("\"type\" must not be empty")),
+        Field::Good(kind) => kinds.name(&kind),
+        Field::Missing => return Err(bad("message has no \"type\"")),
+        Field::Other => return Err(bad("\"type\" must be a string")),
     };
-    let Text(kind) =
-        serde_json::from_str(raw_kind.get()).map_err(|_| bad("\"type\" must be a string"))?;
-    if kind.is_empty() {
-        return Err(bad("\"type\" must not be empty"));
-    }
-    let kind = kinds.name(&kind);
-    let Some(index) = query_index.clone() else {
-        return Err(bad(if envelope.query_index.is_some() {
-            "\"queryIndex\" must be a number"
-        } else {
-            "message has no \"queryIndex\""
-        }));
-    };
+    let query_index = query_index.map_err(bad)?;
     Ok(Request {
         kind,
-        query_index: index,
+        query_index,
         payload: envelope.payload.map(|raw| Arc::from(raw.get())),
         client_id,
         attempt: 1,
@@ -135,6 +223,28 @@ mod tests {
     }
 
     #[test]
+    fn a_type_of_any_other_kind_is_refused_with_the_query_index_echoed() {
+        for kind in [
+            r#"{"a":[1,{"b":"}"}]}"#,
+            "[[]]",
+            "null",
+            "true",
+            "7",
+            r#""""#,
+        ] {
+            let body = format!(r#"{{"type":{kind},"queryIndex":-4,"payload":1}}"#);
+            let err = parse(body.as_bytes(), 1).unwrap_err();
+            assert_eq!(err.query_index, Some(Number::from(-4)), "type {kind}");
+            assert!(err.reason.contains("\"type\" must"), "{}", err.reason);
+        }
+        let req = parse(br#"{"queryIndex":1.5,"type":"a"}"#, 1).unwrap();
+        assert_eq!(req.query_index(), &Number::from_f64(1.5).unwrap());
+        let err = parse(br#"{"type":"a","queryIndex":[1]}"#, 1).unwrap_err();
+        assert_eq!(err.query_index, None);
+        assert!(err.reason.contains("must be a number"), "{}", err.reason);
+    }
+
+    #[test]
     fn garbage_is_refused() {
         assert!(parse(b"{not json", 1).is_err());
         assert!(parse(b"[1,2]", 1).is_err());
@@ -145,8 +255,11 @@ mod tests {
     fn a_type_with_escapes_is_decoded() {
         let req = parse(br#"{"type":"get\u0050roxy\n","queryIndex":1}"#, 1).unwrap();
         assert_eq!(req.kind(), "getProxy\n");
-        let plain: Text = serde_json::from_str(r#""getProxy""#).unwrap();
-        assert!(matches!(plain.0, Cow::Borrowed("getProxy")), "no copy made");
+        let plain: Envelope = serde_json::from_slice(br#"{"type":"getProxy"}"#).unwrap();
+        assert!(
+            matches!(plain.kind, Field::Good(Cow::Borrowed("getProxy"))),
+            "no copy made"
+        );
         let err = parse(br#"{"type":7,"queryIndex":1}"#, 1).unwrap_err();
         assert!(err.reason.contains("must be a string"), "{}", err.reason);
     }

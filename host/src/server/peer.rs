@@ -264,7 +264,7 @@ fn write_envelope(out: &mut Vec<u8>, kind: &str, query_index: Option<&Number>, r
 fn begin_envelope(out: &mut Vec<u8>, kind: &str, query_index: Option<&Number>) -> usize {
     let start = out.len();
     out.extend_from_slice(b"{\"type\":");
-    write_json(out, &kind);
+    write_json_str(out, kind);
     out.extend_from_slice(b",\"queryIndex\":");
     match query_index {
         Some(index) => write_json(out, index),
@@ -274,12 +274,31 @@ fn begin_envelope(out: &mut Vec<u8>, kind: &str, query_index: Option<&Number>) -
     start
 }
 
-/// Closes the response that starts at `start`, escaping any crab in it.
+/// Closes the response that starts at `start`, escaping any crab in it. Most responses have
+/// no byte that starts a crab at all, which one `memchr` tells more cheaply than a `memmem`.
 fn end_envelope(out: &mut Vec<u8>, start: usize) {
+    use resman_sdk::protocol::CRAB;
     out.push(b'}');
-    if memchr::memmem::find(&out[start..], resman_sdk::protocol::CRAB).is_some() {
+    let response = &out[start..];
+    if memchr::memchr(CRAB[0], response).is_some() && memchr::memmem::find(response, CRAB).is_some()
+    {
         let raw = out.split_off(start);
         push_escaping_crabs(out, &raw);
+    }
+}
+
+/// Writes `text` as a JSON string: as it is when nothing in it needs escaping, as in the
+/// request types clients send, rather than through the serializer's escaping.
+fn write_json_str(out: &mut Vec<u8>, text: &str) {
+    if text
+        .bytes()
+        .all(|byte| byte >= 0x20 && byte != b'"' && byte != b'\\')
+    {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        write_json(out, text);
     }
 }
 
@@ -315,5 +334,22 @@ mod tests {
         let back: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(back["type"], "x🦀");
         assert_eq!(back["resultJob"]["s"], "a🦀b");
+    }
+
+    #[test]
+    fn a_type_is_written_as_a_json_string_whatever_it_holds() {
+        for kind in [
+            "getProxy",
+            "",
+            "a\"b",
+            "back\\slash",
+            "tab\tnew\nline\u{1}",
+            "é ✓",
+        ] {
+            let text = response(kind, json!(1));
+            let back: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(back["type"], kind, "{text}");
+        }
+        assert!(response("getProxy", json!(1)).starts_with(r#"{"type":"getProxy","#));
     }
 }
