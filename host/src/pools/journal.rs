@@ -552,7 +552,7 @@ pub(crate) fn encode(seq: u64, record: &Record, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0; 8]);
     out.extend_from_slice(&seq.to_le_bytes());
-    serde_json::to_writer(&mut *out, record).expect("records serialize");
+    record.write_json(out);
     let len = (out.len() - start - HEADER_BYTES) as u32;
     let crc = crc32fast::hash(&out[start + 8..]);
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());

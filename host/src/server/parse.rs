@@ -159,7 +159,12 @@ pub(crate) fn parse_request(
     client_id: u64,
     kinds: &mut Kinds,
 ) -> Result<Request, BadMessage> {
-    let envelope: Envelope = serde_json::from_slice(body).map_err(|err| BadMessage {
+    // Checked whole once, so that the parser need not check each string it reads.
+    let text = std::str::from_utf8(body).map_err(|err| BadMessage {
+        query_index: None,
+        reason: format!("message is not UTF-8 text: {err}"),
+    })?;
+    let envelope: Envelope = serde_json::from_str(text).map_err(|err| BadMessage {
         query_index: None,
         reason: format!("message is not a JSON object: {err}"),
     })?;
@@ -248,7 +253,8 @@ mod tests {
     fn garbage_is_refused() {
         assert!(parse(b"{not json", 1).is_err());
         assert!(parse(b"[1,2]", 1).is_err());
-        assert!(parse(b"\xff\xfe", 1).is_err());
+        let err = parse(b"{\"type\":\"a\xff\",\"queryIndex\":1}", 1).unwrap_err();
+        assert!(err.reason.contains("not UTF-8"), "{}", err.reason);
     }
 
     #[test]

@@ -264,7 +264,7 @@ fn write_envelope(out: &mut Vec<u8>, kind: &str, query_index: Option<&Number>, r
 fn begin_envelope(out: &mut Vec<u8>, kind: &str, query_index: Option<&Number>) -> usize {
     let start = out.len();
     out.extend_from_slice(b"{\"type\":");
-    write_json_str(out, kind);
+    crate::json_text::push_str(out, kind);
     out.extend_from_slice(b",\"queryIndex\":");
     match query_index {
         Some(index) => write_json(out, index),
@@ -284,21 +284,6 @@ fn end_envelope(out: &mut Vec<u8>, start: usize) {
     {
         let raw = out.split_off(start);
         push_escaping_crabs(out, &raw);
-    }
-}
-
-/// Writes `text` as a JSON string: as it is when nothing in it needs escaping, as in the
-/// request types clients send, rather than through the serializer's escaping.
-fn write_json_str(out: &mut Vec<u8>, text: &str) {
-    if text
-        .bytes()
-        .all(|byte| byte >= 0x20 && byte != b'"' && byte != b'\\')
-    {
-        out.push(b'"');
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'"');
-    } else {
-        write_json(out, text);
     }
 }
 
