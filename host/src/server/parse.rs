@@ -261,7 +261,7 @@ mod tests {
     fn a_type_with_escapes_is_decoded() {
         let req = parse(br#"{"type":"get\u0050roxy\n","queryIndex":1}"#, 1).unwrap();
         assert_eq!(req.kind(), "getProxy\n");
-        let plain: Envelope = serde_json::from_slice(br#"{"type":"getProxy"}"#).unwrap();
+        let plain: Envelope = serde_json::from_str(r#"{"type":"getProxy"}"#).unwrap();
         assert!(
             matches!(plain.kind, Field::Good(Cow::Borrowed("getProxy"))),
             "no copy made"
