@@ -752,3 +752,119 @@ async fn release_proxy_cannot_end_a_lease_of_another_pool() {
         host.shutdown().await.expect("clean shutdown");
     }
 }
+
+/// `acquire-single` and `release-single`, the brief calls, through both plugin kinds: one
+/// resource only, answered as `{lease, token, expires_at_ms, id}`; anything else is refused
+/// and changes nothing.
+#[tokio::test]
+async fn single_resource_calls_take_and_give_back_exactly_one() {
+    for file in ["pool-probe.wasm", "pool-probe.so"] {
+        let setup = Setup::new(&[file]);
+        let host = setup.start().await;
+        let mut conn = host.raw().await;
+        let ids = json!({ "pool": "p", "ids": ["a", "b", "c"] });
+        ask(&mut conn, "probe.add", ids).await;
+        ask(
+            &mut conn,
+            "probe.add",
+            json!({ "pool": "q", "ids": ["x", "y", "z"] }),
+        )
+        .await;
+
+        let single = json!({ "wants": [want("p", 1)], "ttl_ms": 60_000 });
+        let one = ask(&mut conn, "probe.acquireSingle", single).await;
+        assert_eq!(one["id"], "a", "{file}: {one}");
+        assert!(
+            one["lease"].is_u64() && one["token"].is_u64(),
+            "{file}: {one}"
+        );
+        assert!(
+            one["expires_at_ms"].as_u64() > Some(now_ms()),
+            "{file}: {one}"
+        );
+        let status = probe_status(&mut conn, "p").await;
+        assert_eq!(
+            status["held"][0]["lease"],
+            one["lease"].to_string(),
+            "{file}"
+        );
+
+        for many in [
+            json!({ "wants": [want("p", 2)] }),
+            json!({ "wants": [want("p", 1), want("q", 1)] }),
+            json!({ "wants": [{ "pool": "p", "ids": ["b", "c"] }] }),
+        ] {
+            let refused = ask(&mut conn, "probe.acquireSingle", many).await;
+            assert_eq!(error_code(&refused), "invalid", "{file}: {refused}");
+        }
+        let by_id = json!({ "wants": [{ "pool": "p", "ids": ["c"] }] });
+        let c = ask(&mut conn, "probe.acquireSingle", by_id).await;
+        assert_eq!(c["id"], "c", "{file}: {c}");
+
+        // A request id that named a lease of two resources is no single lease.
+        let two = json!({ "wants": [want("q", 1), want("p", 1)], "request_id": "r" });
+        let pair = ask(&mut conn, "probe.acquire", two).await;
+        let again = json!({ "wants": [want("p", 1)], "request_id": "r" });
+        let clash = ask(&mut conn, "probe.acquireSingle", again).await;
+        assert_eq!(error_code(&clash), "conflict", "{file}: {clash}");
+        let in_p = json!({ "pool": "p", "lease": pair["id"] });
+        let refused = ask(&mut conn, "probe.releaseSingle", in_p).await;
+        assert_eq!(error_code(&refused), "not_found", "{file}: {refused}");
+        assert_eq!(
+            probe_status(&mut conn, "p").await["free"],
+            json!([]),
+            "{file}"
+        );
+        let two_in_q = ask(
+            &mut conn,
+            "probe.acquire",
+            json!({ "wants": [want("q", 2)] }),
+        )
+        .await;
+        let in_q = json!({ "pool": "q", "lease": two_in_q["id"] });
+        let refused = ask(&mut conn, "probe.releaseSingle", in_q).await;
+        assert_eq!(error_code(&refused), "invalid", "{file}: {refused}");
+        assert_eq!(
+            probe_status(&mut conn, "q").await["free"],
+            json!([]),
+            "{file}"
+        );
+
+        let lease = one["lease"].to_string();
+        let in_q = json!({ "pool": "q", "lease": lease });
+        let refused = ask(&mut conn, "probe.releaseSingle", in_q).await;
+        assert_eq!(error_code(&refused), "not_found", "{file}: {refused}");
+        let in_p = json!({ "pool": "p", "lease": lease });
+        let released = ask(&mut conn, "probe.releaseSingle", in_p.clone()).await;
+        assert_eq!(released, one, "{file}");
+        let free = &probe_status(&mut conn, "p").await["free"];
+        assert_eq!(free[0]["id"], "a", "{file}: {free}");
+        let gone = ask(&mut conn, "probe.releaseSingle", in_p).await;
+        assert_eq!(error_code(&gone), "not_found", "{file}: {gone}");
+        host.shutdown().await.expect("clean shutdown");
+    }
+}
+
+/// `releaseProxy` by lease ends a lease of several proxies whole (some other plugin's
+/// acquire of the pool), and `getProxy` refuses a request id some other acquire named first.
+#[tokio::test]
+async fn proxy_leases_made_elsewhere_are_released_whole_and_their_request_ids_refused() {
+    for file in ["proxy-pool.wasm", "proxy-pool.so"] {
+        let setup = Setup::new(&[file, "pool-probe.wasm"]);
+        let host = setup.start().await;
+        let mut conn = host.raw().await;
+        add_proxies(&mut conn, &["a:1", "b:1", "c:1"]).await;
+        let both = json!({ "wants": [want("proxies", 2)], "request_id": "proxies/r" });
+        let pair = ask(&mut conn, "probe.acquire", both).await;
+
+        let clash = ask(&mut conn, "getProxy", json!({ "requestId": "r" })).await;
+        assert_eq!(error_code(&clash), "conflict", "{file}: {clash}");
+        assert_eq!(free(&mut conn).await.len(), 1, "{file}");
+
+        let released = ask(&mut conn, "releaseProxy", json!({ "lease": pair["id"] })).await;
+        assert_eq!(released["lease"], pair["id"], "{file}: {released}");
+        assert_eq!(released["released"], "a:1", "{file}: {released}");
+        assert_eq!(free(&mut conn).await.len(), 3, "{file}");
+        host.shutdown().await.expect("clean shutdown");
+    }
+}

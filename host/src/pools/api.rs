@@ -8,7 +8,7 @@
 
 use super::context::{self, Call};
 use super::record::LeaseId;
-use super::view::{LeaseView, StatusView};
+use super::view::{LeaseView, SingleView, StatusView};
 use resman_sdk::pool::{self as sdk, AcquireRequest, PoolError};
 use resman_sdk::store;
 use serde::de::DeserializeOwned;
@@ -65,6 +65,62 @@ pub(crate) async fn acquire_async(request: AcquireRequest) -> Result<LeaseView, 
     Ok(lease)
 }
 
+/// The pool of the one resource `request` asks for; `invalid` unless it asks for exactly one.
+fn single_pool(request: &AcquireRequest) -> Result<&str, PoolError> {
+    let asked = match request.wants.as_slice() {
+        [want] if want.ids.is_empty() => Ok((&want.pool, want.count)),
+        [want] => Ok((
+            &want.pool,
+            u32::try_from(want.ids.len()).unwrap_or(u32::MAX),
+        )),
+        wants => Err(wants.len()),
+    };
+    match asked {
+        Ok((pool, 1)) => Ok(pool),
+        Ok((_, count)) => Err(PoolError::Invalid(format!(
+            "acquire-single takes one resource; this request asks for {count}"
+        ))),
+        Err(wants) => Err(PoolError::Invalid(format!(
+            "acquire-single takes one want; this request has {wants}"
+        ))),
+    }
+}
+
+/// [`acquire_async`] of exactly one resource, answered in brief.
+pub(crate) async fn acquire_single_async(request: AcquireRequest) -> Result<SingleView, PoolError> {
+    let (pool, request_id) = (
+        single_pool(&request)?.to_owned(),
+        request.request_id.clone(),
+    );
+    brief(acquire_async(request).await?, &pool, request_id)
+}
+
+/// [`acquire`] of exactly one resource, answered in brief (the native ABI's path).
+pub(crate) fn acquire_single(request: AcquireRequest) -> Result<SingleView, PoolError> {
+    let (pool, request_id) = (
+        single_pool(&request)?.to_owned(),
+        request.request_id.clone(),
+    );
+    brief(acquire(request)?, &pool, request_id)
+}
+
+/// `lease`, which an acquire of one resource of `pool` answered, in brief. A fresh grant is
+/// one such resource; a repeated request id answers the lease it named first, which may be
+/// another acquire's.
+fn brief(
+    lease: LeaseView,
+    pool: &str,
+    request_id: Option<String>,
+) -> Result<SingleView, PoolError> {
+    lease.single_in(pool).ok_or_else(|| {
+        PoolError::Conflict(format!(
+            "request id {:?} already named lease {}, which is not one resource of pool {pool}",
+            request_id.unwrap_or_default(),
+            lease.id
+        ))
+    })
+}
+
 pub(crate) fn release(lease: &str) -> Result<LeaseView, PoolError> {
     let lease = lease_id(lease)?;
     pooled(|call| call.pools.release(lease))
@@ -73,6 +129,15 @@ pub(crate) fn release(lease: &str) -> Result<LeaseView, PoolError> {
 pub(crate) fn release_in(pool: &str, lease: &str) -> Result<LeaseView, PoolError> {
     let lease = lease_id(lease)?;
     pooled(|call| call.pools.release_in(pool, lease))
+}
+
+/// [`release_in`] of a lease of exactly one resource, answered in brief.
+pub(crate) fn release_single(pool: &str, lease: &str) -> Result<SingleView, PoolError> {
+    let lease = lease_id(lease)?;
+    let view = pooled(|call| call.pools.release_single(pool, lease))?;
+    Ok(view
+        .single_in(pool)
+        .expect("release_single ends leases of one resource of pool"))
 }
 
 pub(crate) fn release_resource(pool: &str, id: &str) -> Result<LeaseView, PoolError> {
@@ -167,6 +232,12 @@ pub(crate) fn call_json(op: &str, args: &[u8]) -> JsonAnswer {
             parse(op, args).map(|a: sdk::args::Remove| answer(remove(&a.pool, &a.ids, a.force))),
         ),
         "pools.acquire" => pool_op(parse(op, args).map(|a: AcquireRequest| answer(acquire(a)))),
+        "pools.acquire-single" => {
+            pool_op(parse(op, args).map(|a: AcquireRequest| answer(acquire_single(a))))
+        }
+        "pools.release-single" => pool_op(
+            parse(op, args).map(|a: sdk::args::InPool| answer(release_single(&a.pool, &a.lease))),
+        ),
         "pools.release" => {
             pool_op(parse(op, args).map(|a: sdk::args::ByLease| answer(release(&a.lease))))
         }
@@ -209,5 +280,29 @@ pub(crate) fn call_json(op: &str, args: &[u8]) -> JsonAnswer {
         other => answer::<(), _>(Err(PoolError::Invalid(format!(
             "the host has no operation {other:?}"
         )))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use resman_sdk::pool::Want;
+
+    #[test]
+    fn a_single_acquire_asks_for_exactly_one_resource() {
+        let one = AcquireRequest::count("p", 1);
+        assert_eq!(single_pool(&one).unwrap(), "p");
+        let by_id = AcquireRequest::of(vec![Want::ids("q", ["a"])]);
+        assert_eq!(single_pool(&by_id).unwrap(), "q");
+        for many in [
+            AcquireRequest::count("p", 2),
+            AcquireRequest::count("p", 0),
+            AcquireRequest::of(vec![]),
+            AcquireRequest::of(vec![Want::ids("p", ["a", "b"])]),
+            AcquireRequest::of(vec![Want::count("p", 1), Want::count("q", 1)]),
+        ] {
+            let err = single_pool(&many).unwrap_err();
+            assert!(matches!(err, PoolError::Invalid(_)), "{many:?}: {err:?}");
+        }
     }
 }

@@ -442,6 +442,14 @@ impl Pools {
         self.run(|state, now, log, woken| state.release_in(pool, lease, now, log, woken))
     }
 
+    pub(crate) fn release_single(
+        &self,
+        pool: &str,
+        lease: LeaseId,
+    ) -> Result<(LeaseView, u64), PoolError> {
+        self.run(|state, now, log, woken| state.release_single(pool, lease, now, log, woken))
+    }
+
     pub(crate) fn release_resource(
         &self,
         pool: &str,

@@ -740,6 +740,32 @@ impl State {
         log: &mut Vec<Record>,
         woken: &mut Vec<Woken>,
     ) -> Result<LeaseView, PoolError> {
+        self.lease_in(pool, lease)?;
+        self.release(lease, now_ms, log, woken)
+    }
+
+    /// [`State::release_in`] of a lease of exactly one resource; a lease of several is
+    /// `invalid` here and stays as it is.
+    pub(crate) fn release_single(
+        &mut self,
+        pool: &str,
+        lease: LeaseId,
+        now_ms: u64,
+        log: &mut Vec<Record>,
+        woken: &mut Vec<Woken>,
+    ) -> Result<LeaseView, PoolError> {
+        let count = self.lease_in(pool, lease)?.grants.len();
+        if count != 1 {
+            return Err(PoolError::Invalid(format!(
+                "lease {lease} holds {count} resources; release it with release-in"
+            )));
+        }
+        self.release(lease, now_ms, log, woken)
+    }
+
+    /// The held lease `lease` if every resource it holds is in `pool`; any other is
+    /// `unknown_lease`.
+    fn lease_in(&self, pool: &str, lease: LeaseId) -> Result<&Lease, PoolError> {
         let held = self
             .leases
             .get(&lease)
@@ -749,7 +775,7 @@ impl State {
                 "lease {lease} is not a lease of pool {pool}"
             )));
         }
-        self.release(lease, now_ms, log, woken)
+        Ok(held)
     }
 
     /// Ends the lease that holds a resource.

@@ -31,6 +31,33 @@ pub(crate) struct GrantView {
     pub(crate) data: Data,
 }
 
+/// A lease of one resource in brief (`resman_sdk::pool::SingleLease`); lowers into a WASM
+/// guest as the WIT record `single-lease`, whose one string is the resource's id.
+#[derive(Clone, Debug, PartialEq, Serialize, ComponentType, Lower)]
+#[component(record)]
+pub(crate) struct SingleView {
+    pub(crate) lease: LeaseId,
+    pub(crate) token: u64,
+    #[component(name = "expires-at-ms")]
+    pub(crate) expires_at_ms: Option<u64>,
+    pub(crate) id: Name,
+}
+
+impl LeaseView {
+    /// The lease in brief, if it holds exactly one resource, of `pool`.
+    pub(crate) fn single_in(&self, pool: &str) -> Option<SingleView> {
+        match &*self.grants {
+            [grant] if &*grant.pool == pool => Some(SingleView {
+                lease: self.id,
+                token: self.token,
+                expires_at_ms: self.expires_at_ms,
+                id: grant.id.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// A free resource (`resman_sdk::pool::Resource`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub(crate) struct ResourceView {

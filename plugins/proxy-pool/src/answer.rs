@@ -5,8 +5,7 @@
 //! The hot pair, `getProxy` and `releaseProxy`, answer typed structs, written straight to
 //! JSON text; the rest build a `Value` with `json!`.
 
-use resman_sdk::pool::{Lease, PoolStatus};
-use resman_sdk::JobError;
+use resman_sdk::pool::{Lease, PoolStatus, SingleLease};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -44,28 +43,22 @@ pub(crate) struct Released {
 }
 
 /// The `getProxy` answer: `{"proxy", "lease", "token"}`, and `expiresAtMs` when the lease
-/// has a TTL. Moves the strings out of `lease`; this is the hot path.
-///
-/// # Errors
-///
-/// `conflict` if the lease is not one proxy of `pool`: the pool answered a request id that
-/// some other acquire used first with that acquire's lease.
-pub(crate) fn got(lease: Lease, pool: &str) -> Result<Got, JobError> {
-    let grant = match <[_; 1]>::try_from(lease.grants) {
-        Ok([grant]) if grant.pool == pool => grant,
-        _ => {
-            return Err(JobError::reject(
-                "conflict",
-                format!("requestId already named lease {}, not a proxy", lease.id),
-            ))
-        }
-    };
-    Ok(Got {
-        proxy: grant.id,
-        lease: lease.id,
+/// has a TTL. Moves the proxy out of the lease; this is the hot path.
+pub(crate) fn got(lease: SingleLease) -> Got {
+    Got {
+        lease: lease.lease_id(),
+        proxy: lease.id,
         token: lease.token,
         expires_at_ms: lease.expires_at_ms,
-    })
+    }
+}
+
+/// The `releaseProxy` answer for a lease of one proxy, the hot path's.
+pub(crate) fn released_single(lease: SingleLease) -> Released {
+    Released {
+        lease: lease.lease_id(),
+        released: Some(lease.id),
+    }
 }
 
 /// The `releaseProxy` answer: `{"released": "host:port", "lease"}`.
@@ -157,34 +150,34 @@ mod tests {
         serde_json::to_value(answer).unwrap()
     }
 
+    fn single(expires_at_ms: Option<u64>) -> SingleLease {
+        SingleLease {
+            lease: 1,
+            token: 42,
+            expires_at_ms,
+            id: "10.0.0.7:3128".into(),
+        }
+    }
+
     #[test]
     fn got_names_the_proxy_lease_and_token() {
-        let answer = json_of(got(lease(&[("proxies", "10.0.0.7:3128")], None), "proxies").unwrap());
+        let answer = json_of(got(single(None)));
         assert_eq!(
             answer,
-            json!({ "proxy": "10.0.0.7:3128", "lease": "L1", "token": 42 })
+            json!({ "proxy": "10.0.0.7:3128", "lease": "1", "token": 42 })
         );
     }
 
     #[test]
     fn got_adds_the_expiry_when_the_lease_has_a_ttl() {
-        let answer = json_of(got(lease(&[("proxies", "a:1")], Some(1_000)), "proxies").unwrap());
+        let answer = json_of(got(single(Some(1_000))));
         assert_eq!(answer["expiresAtMs"], 1_000);
     }
 
     #[test]
-    fn got_refuses_a_lease_that_is_not_one_proxy() {
-        let other_pool = lease(&[("show:x", "A-1")], None);
-        let two = lease(&[("proxies", "a:1"), ("proxies", "b:2")], None);
-        for lease in [lease(&[], None), other_pool, two] {
-            match got(lease, "proxies") {
-                Err(JobError::Reject { code, message }) => {
-                    assert_eq!(code, "conflict");
-                    assert!(message.contains("lease L1"), "{message}");
-                }
-                other => panic!("expected a conflict, got {other:?}"),
-            }
-        }
+    fn released_single_names_the_proxy_and_lease() {
+        let answer = json_of(released_single(single(None)));
+        assert_eq!(answer, json!({ "released": "10.0.0.7:3128", "lease": "1" }));
     }
 
     #[test]

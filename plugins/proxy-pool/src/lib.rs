@@ -4,7 +4,8 @@
 //! instance of this plugin; the jobber itself keeps no state.
 //!
 //! `getProxy` is the hot path (benchmarked through WASM): one payload parse into a small
-//! struct, one `pool::acquire`, one typed answer built from strings moved out of the lease.
+//! struct, one `pool::acquire_single`, one typed answer built from the brief lease it
+//! returns. `releaseProxy` by lease is `pool::release_single`, as brief.
 //!
 //! # Layout
 //!
@@ -58,11 +59,12 @@ impl Jobber for ProxyPool {
 
 fn get_proxy(payload: &str) -> Result<answer::Got, JobError> {
     let acquire = payload::get_proxy(payload)?.into_acquire(POOL);
-    let lease = pool::acquire(&acquire).map_err(|err| match err {
+    let lease = pool::acquire_single(&acquire).map_err(|err| match err {
         PoolError::UnknownPool(_) => JobError::reject("unavailable", "no proxies were added"),
+        // Also a request id that some other acquire used first, for another lease.
         other => other.into(),
     })?;
-    answer::got(lease, POOL)
+    Ok(answer::got(lease))
 }
 
 fn add_proxy(payload: &str) -> Result<Value, JobError> {
@@ -77,8 +79,13 @@ fn add_proxy(payload: &str) -> Result<Value, JobError> {
 fn release_proxy(payload: &str) -> Result<answer::Released, JobError> {
     let lease = match payload::release_proxy(payload)? {
         Release::Proxy(proxy) => pool::release_resource(POOL, &proxy)?,
-        // The host refuses a lease of another pool (a cinema ticket, say) as not held.
-        Release::Lease(lease) => pool::release_in(POOL, &lease)?,
+        // The host refuses a lease of another pool (a cinema ticket, say) as not held. A
+        // lease of several proxies (some other plugin's acquire) is ended whole.
+        Release::Lease(lease) => match pool::release_single(POOL, &lease) {
+            Ok(single) => return Ok(answer::released_single(single)),
+            Err(PoolError::Invalid(_)) => pool::release_in(POOL, &lease)?,
+            Err(err) => return Err(err.into()),
+        },
     };
     Ok(answer::released(lease, POOL))
 }
@@ -121,9 +128,9 @@ fn proxy_lease(id: &str) -> Result<Lease, JobError> {
 
 export_jobber!(ProxyPool);
 
-/// The guest's allocator: the SDK's size classes rather than the target's dlmalloc. A
-/// `getProxy` and a `releaseProxy` each receive a lease, whose strings the host allocates in
-/// guest memory one by one, so the allocator is on the hot path.
+/// The guest's allocator: the SDK's size classes rather than the target's dlmalloc. Every
+/// string the host hands the guest (the payload, the proxy of a lease) it allocates in guest
+/// memory, so the allocator is on the hot path.
 #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
 #[global_allocator]
 static ALLOCATOR: resman_sdk::alloc::GuestAllocator = resman_sdk::alloc::GuestAllocator::new();

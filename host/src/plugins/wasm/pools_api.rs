@@ -80,12 +80,22 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result
     pools.func_wrap_async("acquire", |_, (request,): (wit::AcquireRequest,)| {
         Box::new(async move { Ok((acquire(request).await,)) })
     })?;
+    pools.func_wrap_async("acquire-single", |_, (request,): (wit::AcquireRequest,)| {
+        Box::new(async move {
+            let request = acquire_request(request);
+            Ok((api::acquire_single_async(request).await.map_err(error),))
+        })
+    })?;
     pools.func_wrap("release", |store, (id,): (WasmStr,)| {
         Ok((answer(api::release(&id.to_str(&store)?)),))
     })?;
     pools.func_wrap("release-in", |store, (pool, id): (WasmStr, WasmStr)| {
         let (pool, id) = (pool.to_str(&store)?, id.to_str(&store)?);
         Ok((answer(api::release_in(&pool, &id)),))
+    })?;
+    pools.func_wrap("release-single", |store, (pool, id): (WasmStr, WasmStr)| {
+        let (pool, id) = (pool.to_str(&store)?, id.to_str(&store)?);
+        Ok((api::release_single(&pool, &id).map_err(error),))
     })?;
     pools.func_wrap(
         "release-resource",
@@ -113,7 +123,11 @@ fn answer(result: Result<LeaseView, PoolError>) -> Answer<Lease> {
 }
 
 async fn acquire(request: wit::AcquireRequest) -> Answer<Lease> {
-    let request = AcquireRequest {
+    answer(api::acquire_async(acquire_request(request)).await)
+}
+
+fn acquire_request(request: wit::AcquireRequest) -> AcquireRequest {
+    AcquireRequest {
         wants: request
             .wants
             .into_iter()
@@ -127,8 +141,7 @@ async fn acquire(request: wit::AcquireRequest) -> Answer<Lease> {
         wait_ms: request.wait_ms,
         request_id: request.request_id,
         release_on_disconnect: request.release_on_disconnect,
-    };
-    answer(api::acquire_async(request).await)
+    }
 }
 
 impl wit_store::Host for StoreState {

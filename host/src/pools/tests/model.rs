@@ -73,11 +73,13 @@ enum Op {
         pick: Index,
         stale: bool,
     },
-    /// Releases a lease only if it is wholly of `pool`.
+    /// Releases a lease only if it is wholly of `pool` (and, when `single`, holds exactly
+    /// one resource: `release_single`).
     ReleaseIn {
         pool: usize,
         pick: Index,
         stale: bool,
+        single: bool,
     },
     ReleaseResource {
         pool: usize,
@@ -120,7 +122,7 @@ enum Call {
     Acquire(AcquireSpec),
     Cancel(WaiterId),
     Release(LeaseId),
-    ReleaseIn(String, LeaseId),
+    ReleaseIn(String, LeaseId, bool),
     ReleaseResource(String, String),
     Renew(LeaseId, u64),
     Advance(u64),
@@ -156,9 +158,11 @@ impl Op {
                 pool,
                 pick: index,
                 stale,
+                single,
             } => Call::ReleaseIn(
                 POOLS[*pool].into(),
                 pick(index, leases(), model.next_lease, *stale),
+                *single,
             ),
             Op::ReleaseResource { pool, id } => {
                 Call::ReleaseResource(POOLS[*pool].into(), rid(*id))
@@ -313,7 +317,7 @@ impl Model {
             Call::Acquire(spec) => self.acquire(spec),
             Call::Cancel(waiter) => self.cancel(*waiter, woken),
             Call::Release(lease) => self.release(*lease, woken),
-            Call::ReleaseIn(pool, lease) => self.release_in(pool, *lease, woken),
+            Call::ReleaseIn(pool, lease, single) => self.release_in(pool, *lease, *single, woken),
             Call::ReleaseResource(pool, id) => self.release_resource(pool, id, woken),
             Call::Renew(lease, ttl) => self.renew(*lease, *ttl),
             Call::Advance(ms) => {
@@ -533,12 +537,21 @@ impl Model {
         Answer::Lease(seen)
     }
 
-    fn release_in(&mut self, pool: &str, lease: LeaseId, woken: &mut Answered) -> Answer {
+    fn release_in(
+        &mut self,
+        pool: &str,
+        lease: LeaseId,
+        single: bool,
+        woken: &mut Answered,
+    ) -> Answer {
         let Some(held) = self.leases.get(&lease) else {
             return Answer::Failed("unknown_lease");
         };
         if held.resources.iter().any(|(of, _)| of != pool) {
             return Answer::Failed("unknown_lease");
+        }
+        if single && held.resources.len() != 1 {
+            return Answer::Failed("invalid");
         }
         self.release(lease, woken)
     }
@@ -725,8 +738,12 @@ impl Run {
             Call::Release(lease) => answer(state.release(*lease, now, log, woken), |view| {
                 Answer::Lease(Seen::of(&view))
             }),
-            Call::ReleaseIn(pool, lease) => {
-                let released = state.release_in(pool, *lease, now, log, woken);
+            Call::ReleaseIn(pool, lease, single) => {
+                let released = if *single {
+                    state.release_single(pool, *lease, now, log, woken)
+                } else {
+                    state.release_in(pool, *lease, now, log, woken)
+                };
                 answer(released, |view| Answer::Lease(Seen::of(&view)))
             }
             Call::ReleaseResource(pool, id) => {
@@ -990,7 +1007,8 @@ fn op() -> impl Strategy<Value = Op> {
         10 => acquire().prop_map(Op::Acquire),
         1 => pick().prop_map(|(pick, stale)| Op::Cancel { pick, stale }),
         5 => pick().prop_map(|(pick, stale)| Op::Release { pick, stale }),
-        2 => (0..3usize, pick()).prop_map(|(pool, (pick, stale))| Op::ReleaseIn { pool, pick, stale }),
+        2 => (0..3usize, pick(), any::<bool>())
+            .prop_map(|(pool, (pick, stale), single)| Op::ReleaseIn { pool, pick, stale, single }),
         1 => (0..3usize, 0..4usize).prop_map(|(pool, id)| Op::ReleaseResource { pool, id }),
         1 => (any::<Index>(), 0..60u64).prop_map(|(pick, ttl)| Op::Renew { pick, ttl }),
         3 => (0..40u64).prop_map(Op::Advance),

@@ -455,3 +455,31 @@ fn release_in_ends_only_leases_wholly_of_its_pool() {
         "the other leases hold their three"
     );
 }
+
+#[test]
+fn release_single_ends_only_a_lease_of_one_resource_of_its_pool() {
+    let mut t = with_pool(&["r0", "r1", "r2"]);
+    let pair = t.grant(1, AcquireRequest::count("p", 2));
+    let one = t.grant(1, AcquireRequest::count("p", 1));
+    let records = t.log.len();
+    let refused = t
+        .state
+        .release_single("p", pair.id, t.now, &mut t.log, &mut t.woken);
+    assert_eq!(kind(&refused.unwrap_err()), "invalid");
+    let refused = t
+        .state
+        .release_single("q", one.id, t.now, &mut t.log, &mut t.woken);
+    assert_eq!(kind(&refused.unwrap_err()), "unknown_lease");
+    assert_eq!(t.log.len(), records, "nothing was released");
+    let released = t
+        .state
+        .release_single("p", one.id, t.now, &mut t.log, &mut t.woken)
+        .unwrap();
+    assert_eq!(released, one);
+    assert_eq!(t.free("p"), ["r2"]);
+    let brief = released.single_in("p").expect("one resource of p");
+    assert_eq!((brief.lease, brief.token), (one.id, one.token));
+    assert_eq!(&*brief.id, "r2");
+    assert_eq!(pair.single_in("p"), None, "two resources are not single");
+    assert_eq!(released.single_in("q"), None, "nor one of another pool");
+}
