@@ -77,8 +77,11 @@ pub(crate) struct State {
     next_waiter: WaiterId,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Pool {
+    /// Its name, shared with its key: a grant found through a lookup by `&str` takes it from
+    /// here rather than looking the key up again.
+    name: Name,
     resources: HashMap<Name, Resource>,
     /// free_key → id, in grant order.
     free: BTreeMap<u64, Name>,
@@ -88,6 +91,8 @@ struct Pool {
 
 #[derive(Debug)]
 struct Resource {
+    /// Its id, shared with its key (see [`Pool::name`]).
+    id: Name,
     data: Data,
     held_by: Option<LeaseId>,
     /// Its place in `Pool::free` while free.
@@ -174,6 +179,18 @@ fn check_kv(key: &str, value: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
+/// Lease `id` as the API shows it.
+fn view_of(id: LeaseId, lease: &Lease) -> LeaseView {
+    LeaseView {
+        id,
+        token: lease.token,
+        holder: lease.holder,
+        expires_at_ms: lease.expires_at_ms,
+        release_on_disconnect: lease.on_disconnect,
+        grants: Arc::clone(&lease.grants),
+    }
+}
+
 fn unknown_lease(lease: LeaseId) -> PoolError {
     PoolError::UnknownLease(format!("no lease {lease} is held"))
 }
@@ -195,7 +212,12 @@ impl State {
         match record {
             Record::Add { pool, resources } => {
                 let clock = &mut self.free_clock;
-                let entry = self.pools.entry(Arc::clone(pool)).or_default();
+                let entry = (self.pools.entry(Arc::clone(pool))).or_insert_with(|| Pool {
+                    name: Arc::clone(pool),
+                    resources: HashMap::default(),
+                    free: BTreeMap::new(),
+                    waiting: 0,
+                });
                 for (id, data) in resources {
                     if entry.resources.contains_key(id) {
                         return Err(format!("resource {id} added twice to pool {pool}"));
@@ -204,6 +226,7 @@ impl State {
                     *clock += 1;
                     entry.free.insert(*clock, id.clone());
                     let resource = Resource {
+                        id: id.clone(),
                         data: data.clone(),
                         held_by: None,
                         free_key: *clock,
@@ -224,34 +247,11 @@ impl State {
                     _ => return Err(format!("remove of {pool}/{id}, which is not free")),
                 }
             }
-            Record::Grant(grant) => self.apply_grant(grant)?,
+            Record::Grant(grant) => {
+                self.apply_grant(grant)?;
+            }
             Record::Release { lease } => {
-                let ended = self
-                    .leases
-                    .remove(lease)
-                    .ok_or_else(|| format!("release of unknown lease {lease}"))?;
-                for grant in ended.grants.iter() {
-                    let entry = self
-                        .pools
-                        .get_mut(&grant.pool)
-                        .expect("a lease's pools exist");
-                    let resource = entry
-                        .resources
-                        .get_mut(&grant.id)
-                        .expect("a lease's resources exist");
-                    self.free_clock += 1;
-                    resource.held_by = None;
-                    resource.free_key = self.free_clock;
-                    entry.free.insert(self.free_clock, grant.id.clone());
-                }
-                self.forget_lease_indexes(*lease, &ended);
-                if let Some(request_id) = ended.request_id {
-                    self.ended_requests.push_back(request_id);
-                    if self.ended_requests.len() > REMEMBERED_REQUEST_IDS {
-                        let oldest = self.ended_requests.pop_front().expect("not empty");
-                        self.requests.remove(&oldest);
-                    }
-                }
+                self.apply_release(*lease)?;
             }
             Record::Renew {
                 lease,
@@ -282,35 +282,37 @@ impl State {
         Ok(())
     }
 
-    fn apply_grant(&mut self, grant: &GrantRecord) -> Result<(), String> {
+    /// Applies a grant; returns what the lease holds.
+    fn apply_grant(&mut self, grant: &GrantRecord) -> Result<Arc<[GrantView]>, String> {
         if self.leases.contains_key(&grant.lease) {
             return Err(format!("lease {} granted twice", grant.lease));
         }
-        // The lease shares the state's own names, not the record's: a replayed record's
-        // names are copies of their own, and the lease outlives the record.
-        let mut grants = Vec::with_capacity(grant.resources.len());
         for (pool, id) in &grant.resources {
-            let found = self.pools.get_key_value(pool).and_then(|(pool, entry)| {
-                let (id, resource) = entry.resources.get_key_value(id)?;
-                Some((pool, id, resource))
-            });
-            match found {
-                Some((pool, id, resource)) if resource.held_by.is_none() => {
-                    grants.push(GrantView {
-                        pool: pool.clone(),
-                        id: id.clone(),
-                        data: resource.data.clone(),
-                    });
-                }
-                _ => return Err(format!("grant of {pool}/{id}, which is not free")),
+            let resource = self
+                .pools
+                .get(pool)
+                .and_then(|entry| entry.resources.get(id));
+            if resource.is_none_or(|resource| resource.held_by.is_some()) {
+                return Err(format!("grant of {pool}/{id}, which is not free"));
             }
         }
-        for view in &grants {
-            let entry = self.pools.get_mut(&view.pool).expect("checked above");
-            let resource = entry.resources.get_mut(&view.id).expect("checked above");
-            resource.held_by = Some(grant.lease);
-            entry.free.remove(&resource.free_key);
-        }
+        // The lease shares the state's own names, not the record's: a replayed record's
+        // names are copies of their own, and the lease outlives the record. Collected from
+        // a slice, the grants take one allocation.
+        let pools = &mut self.pools;
+        let grants: Arc<[GrantView]> = (grant.resources.iter())
+            .map(|(pool, id)| {
+                let entry = pools.get_mut(pool).expect("checked above");
+                let resource = entry.resources.get_mut(id).expect("checked above");
+                resource.held_by = Some(grant.lease);
+                entry.free.remove(&resource.free_key);
+                GrantView {
+                    pool: Arc::clone(&entry.name),
+                    id: Arc::clone(&resource.id),
+                    data: resource.data.clone(),
+                }
+            })
+            .collect();
         if let Some(at) = grant.expires_at_ms {
             self.expiries.insert((at, grant.lease));
         }
@@ -332,10 +334,35 @@ impl State {
             expires_at_ms: grant.expires_at_ms,
             on_disconnect: grant.on_disconnect,
             request_id,
-            grants: grants.into(),
+            grants: Arc::clone(&grants),
         };
         self.leases.insert(grant.lease, lease);
-        Ok(())
+        Ok(grants)
+    }
+
+    /// Applies a release; returns the lease as it was.
+    fn apply_release(&mut self, lease: LeaseId) -> Result<Lease, String> {
+        let ended = self
+            .leases
+            .remove(&lease)
+            .ok_or_else(|| format!("release of unknown lease {lease}"))?;
+        for grant in ended.grants.iter() {
+            let entry = (self.pools.get_mut(&grant.pool)).expect("a lease's pools exist");
+            let resource = (entry.resources.get_mut(&grant.id)).expect("a lease's resources exist");
+            self.free_clock += 1;
+            resource.held_by = None;
+            resource.free_key = self.free_clock;
+            entry.free.insert(self.free_clock, Arc::clone(&resource.id));
+        }
+        self.forget_lease_indexes(lease, &ended);
+        if let Some(request_id) = &ended.request_id {
+            self.ended_requests.push_back(Arc::clone(request_id));
+            if self.ended_requests.len() > REMEMBERED_REQUEST_IDS {
+                let oldest = self.ended_requests.pop_front().expect("not empty");
+                self.requests.remove(&oldest);
+            }
+        }
+        Ok(ended)
     }
 
     fn forget_lease_indexes(&mut self, id: LeaseId, lease: &Lease) {
@@ -453,7 +480,7 @@ impl State {
         now_ms: u64,
         log: &mut Vec<Record>,
     ) -> Result<Acquired, PoolError> {
-        self.validate(&request)?;
+        let queue_ahead = self.validate(&request)?;
         if let Some(request_id) = &request.request_id {
             if let Some(&lease) = self.requests.get(request_id.as_str()) {
                 return match self.view(lease) {
@@ -475,11 +502,6 @@ impl State {
                 )));
             }
         }
-        let queue_ahead = request.wants.iter().any(|want| {
-            self.pools
-                .get(want.pool.as_str())
-                .is_some_and(|p| p.waiting > 0)
-        });
         if !queue_ahead {
             if let Some(picks) = self.pick(&request)? {
                 return Ok(Acquired::Granted(
@@ -511,7 +533,9 @@ impl State {
         Ok(Acquired::Waiting(id))
     }
 
-    fn validate(&self, request: &AcquireRequest) -> Result<(), PoolError> {
+    /// Checks `request` against the rules; answers whether an earlier acquire is waiting on
+    /// any pool it wants (then it must queue behind it, or be refused).
+    fn validate(&self, request: &AcquireRequest) -> Result<bool, PoolError> {
         if request.wants.is_empty() {
             return Err(PoolError::Invalid("an acquire must want something".into()));
         }
@@ -527,8 +551,10 @@ impl State {
             check_name("request id", request_id)?;
         }
         let mut pools = HashSet::default();
+        let mut queue_ahead = false;
         for want in &request.wants {
             let entry = self.pool(&want.pool)?;
+            queue_ahead |= entry.waiting > 0;
             if request.wants.len() > 1 && !pools.insert(want.pool.as_str()) {
                 return Err(PoolError::Invalid(format!(
                     "pool {} is wanted twice in one acquire",
@@ -565,7 +591,7 @@ impl State {
                 }
             }
         }
-        Ok(())
+        Ok(queue_ahead)
     }
 
     /// The resources that would satisfy `request` now, or `None` if some are not free.
@@ -616,8 +642,17 @@ impl State {
             request_id: request.request_id.clone(),
             resources,
         };
-        self.commit(Record::Grant(record), log);
-        self.view(lease).expect("just granted")
+        let grants = (self.apply_grant(&record)).expect("a live grant fits the state");
+        let view = LeaseView {
+            id: lease,
+            token: record.token,
+            holder: record.holder,
+            expires_at_ms: record.expires_at_ms,
+            release_on_disconnect: record.on_disconnect,
+            grants,
+        };
+        log.push(Record::Grant(record));
+        view
     }
 
     /// Grants every waiter that can be satisfied, strictly in arrival order per pool: once a
@@ -723,10 +758,12 @@ impl State {
         log: &mut Vec<Record>,
         woken: &mut Vec<Woken>,
     ) -> Result<LeaseView, PoolError> {
-        let view = self.view(lease).ok_or_else(|| unknown_lease(lease))?;
-        self.commit(Record::Release { lease }, log);
+        let ended = self
+            .apply_release(lease)
+            .map_err(|_| unknown_lease(lease))?;
+        log.push(Record::Release { lease });
         self.serve_waiters(now_ms, log, woken);
-        Ok(view)
+        Ok(view_of(lease, &ended))
     }
 
     /// Ends a lease only if every resource it holds is in `pool`; any other lease is
@@ -892,15 +929,7 @@ impl State {
 
     /// A lease as the API shows it, if it is held.
     pub(crate) fn view(&self, lease: LeaseId) -> Option<LeaseView> {
-        let held = self.leases.get(&lease)?;
-        Some(LeaseView {
-            id: lease,
-            token: held.token,
-            holder: held.holder,
-            expires_at_ms: held.expires_at_ms,
-            release_on_disconnect: held.on_disconnect,
-            grants: held.grants.clone(),
-        })
+        Some(view_of(lease, self.leases.get(&lease)?))
     }
 
     /// A held lease.
@@ -1086,6 +1115,9 @@ impl State {
     #[cfg(test)]
     pub(crate) fn check(&self) -> Result<(), String> {
         for (name, pool) in &self.pools {
+            if pool.name != *name || pool.resources.iter().any(|(id, r)| r.id != *id) {
+                return Err(format!("pool {name}: a name differs from its key"));
+            }
             let free = pool.resources.values().filter(|r| r.held_by.is_none());
             if free.count() != pool.free.len() {
                 return Err(format!("pool {name}: free index out of step"));
