@@ -88,34 +88,42 @@ fn single_pool(request: &AcquireRequest) -> Result<&str, PoolError> {
 
 /// [`acquire_async`] of exactly one resource, answered in brief.
 pub(crate) async fn acquire_single_async(request: AcquireRequest) -> Result<SingleView, PoolError> {
-    let (pool, request_id) = (
-        single_pool(&request)?.to_owned(),
-        request.request_id.clone(),
-    );
-    brief(acquire_async(request).await?, &pool, request_id)
+    let repeat = single_acquire(&request)?;
+    brief(acquire_async(request).await?, repeat)
 }
 
 /// [`acquire`] of exactly one resource, answered in brief (the native ABI's path).
 pub(crate) fn acquire_single(request: AcquireRequest) -> Result<SingleView, PoolError> {
-    let (pool, request_id) = (
-        single_pool(&request)?.to_owned(),
-        request.request_id.clone(),
-    );
-    brief(acquire(request)?, &pool, request_id)
+    let repeat = single_acquire(&request)?;
+    brief(acquire(request)?, repeat)
 }
 
-/// `lease`, which an acquire of one resource of `pool` answered, in brief. A fresh grant is
-/// one such resource; a repeated request id answers the lease it named first, which may be
-/// another acquire's.
-fn brief(
-    lease: LeaseView,
-    pool: &str,
-    request_id: Option<String>,
-) -> Result<SingleView, PoolError> {
-    lease.single_in(pool).ok_or_else(|| {
+/// A single acquire's pool and request id, kept when it has a request id: a repeat answers
+/// the lease that id named first, which may be another acquire's.
+struct Repeat {
+    pool: String,
+    request_id: String,
+}
+
+/// Checks that `request` asks for one resource; what its answer must be checked against.
+fn single_acquire(request: &AcquireRequest) -> Result<Option<Repeat>, PoolError> {
+    let pool = single_pool(request)?;
+    Ok(request.request_id.as_ref().map(|request_id| Repeat {
+        pool: pool.to_owned(),
+        request_id: request_id.clone(),
+    }))
+}
+
+/// `lease`, which a single acquire answered, in brief. A fresh grant is one resource of the
+/// pool asked for; a repeated request id's lease must be one too.
+fn brief(lease: LeaseView, repeat: Option<Repeat>) -> Result<SingleView, PoolError> {
+    let pool = repeat.as_ref().map(|repeat| repeat.pool.as_str());
+    lease.single(pool).ok_or_else(|| {
+        let (pool, request_id) =
+            repeat.map_or_else(Default::default, |repeat| (repeat.pool, repeat.request_id));
         PoolError::Conflict(format!(
-            "request id {:?} already named lease {}, which is not one resource of pool {pool}",
-            request_id.unwrap_or_default(),
+            "request id {request_id:?} already named lease {}, which is not one resource of \
+             pool {pool}",
             lease.id
         ))
     })
@@ -136,7 +144,7 @@ pub(crate) fn release_single(pool: &str, lease: &str) -> Result<SingleView, Pool
     let lease = lease_id(lease)?;
     let view = pooled(|call| call.pools.release_single(pool, lease))?;
     Ok(view
-        .single_in(pool)
+        .single(Some(pool))
         .expect("release_single ends leases of one resource of pool"))
 }
 

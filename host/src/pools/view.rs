@@ -44,10 +44,10 @@ pub(crate) struct SingleView {
 }
 
 impl LeaseView {
-    /// The lease in brief, if it holds exactly one resource, of `pool`.
-    pub(crate) fn single_in(&self, pool: &str) -> Option<SingleView> {
+    /// The lease in brief, if it holds exactly one resource (of `pool`, when given).
+    pub(crate) fn single(&self, pool: Option<&str>) -> Option<SingleView> {
         match &*self.grants {
-            [grant] if &*grant.pool == pool => Some(SingleView {
+            [grant] if pool.is_none_or(|pool| &*grant.pool == pool) => Some(SingleView {
                 lease: self.id,
                 token: self.token,
                 expires_at_ms: self.expires_at_ms,

@@ -477,9 +477,9 @@ fn release_single_ends_only_a_lease_of_one_resource_of_its_pool() {
         .unwrap();
     assert_eq!(released, one);
     assert_eq!(t.free("p"), ["r2"]);
-    let brief = released.single_in("p").expect("one resource of p");
+    let brief = released.single(Some("p")).expect("one resource of p");
     assert_eq!((brief.lease, brief.token), (one.id, one.token));
     assert_eq!(&*brief.id, "r2");
-    assert_eq!(pair.single_in("p"), None, "two resources are not single");
-    assert_eq!(released.single_in("q"), None, "nor one of another pool");
+    assert_eq!(pair.single(Some("p")), None, "two resources are not single");
+    assert_eq!(released.single(Some("q")), None, "nor one of another pool");
 }
