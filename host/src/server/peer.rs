@@ -176,7 +176,7 @@ impl Peer {
             #[serde(rename = "type")]
             kind: Option<serde::de::IgnoredAny>,
         }
-        let text = json.trim();
+        let text = json.trim_ascii();
         if text.starts_with('{') {
             if serde_json::from_str::<Probe>(text)?.kind.is_some() {
                 self.reply(request, serde_json::from_str(text)?);
