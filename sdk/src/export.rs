@@ -3,7 +3,8 @@
 //!
 //! - `wasm32` (`cargo build --target wasm32-wasip2`): implements the WIT world's generated
 //!   `Guest` trait through `wasm.rs` and exports it with wit-bindgen's export macro; the
-//!   result is a component of the world `jobber`.
+//!   result is a component of the world `jobber-batched`, which the host calls once per
+//!   batch.
 //! - anything else: exports `resman_jobber_v1`, returning a static
 //!   [`PluginV1`](crate::native::PluginV1) filled by `native::guest::plugin`.
 //!
@@ -77,6 +78,10 @@ macro_rules! __export_jobber_for_target {
                 ) -> ::core::result::Result<::std::string::String, $crate::bindings::JobError>
                 {
                     JOBBER.with(|slot| $crate::wasm::handle::<$jobber>(slot, request))
+                }
+
+                fn serve_batch() {
+                    JOBBER.with($crate::wasm::serve_batch::<$jobber>)
                 }
             }
 

@@ -42,14 +42,14 @@ pub mod client;
 #[doc(hidden)]
 pub mod wasm;
 
-/// The bindings wit-bindgen generates from `wit/resman.wit` (world `jobber`), used by
-/// [`export_jobber!`] and [`host`] in WASM builds.
+/// The bindings wit-bindgen generates from `wit/resman.wit` (world `jobber-batched`: the
+/// world `jobber` and batched calls), used by [`export_jobber!`] and [`host`] in WASM builds.
 #[cfg(target_arch = "wasm32")]
 #[allow(missing_docs, clippy::too_many_arguments)] // generated code: `handle`'s lowered request
 pub mod bindings {
     wit_bindgen::generate!({
         path: "wit",
-        world: "jobber",
+        world: "jobber-batched",
         pub_export_macro: true,
         default_bindings_module: "resman_sdk::bindings",
     });

@@ -1,9 +1,9 @@
-//! The guest side of the WIT world `jobber` (`sdk/wit/resman.wit`): adapts a [`Jobber`] to
-//! the generated `Guest` trait, so `export_jobber!` only has to name the type. The native
-//! counterpart is `native/guest.rs`.
+//! The guest side of the WIT world `jobber-batched` (`sdk/wit/resman.wit`): adapts a
+//! [`Jobber`] to the generated `Guest` trait, so `export_jobber!` only has to name the type.
+//! The native counterpart is `native/guest.rs`.
 //!
 //! A component instance is one jobber instance: the host keeps it for one lane and calls it
-//! one request after another, so the jobber lives in the instance's memory (a thread-local
+//! one request after another (a batch of them in one `serve-batch` call), so the jobber lives in the instance's memory (a thread-local
 //! the macro declares, made on first use) and keeps its state between calls. A panic is a
 //! trap here; the host throws the instance away and the next call starts from
 //! `Default::default()` in a fresh one.
@@ -40,6 +40,21 @@ pub fn handle<T: Jobber>(
         Err(JobError::Reject { code, message }) => Err(bindings::JobError::Reject(
             bindings::resman::jobber::types::Rejection { code, message },
         )),
+    }
+}
+
+/// The `serve-batch` export: serves the requests `batch.next-request` hands out, one after
+/// another, on the jobber in `slot`, giving each answer back with the next call.
+pub fn serve_batch<T: Jobber>(slot: &RefCell<Option<T>>) {
+    let mut answer: Option<Result<String, bindings::JobError>> = None;
+    loop {
+        let given = answer
+            .as_ref()
+            .map(|answer| answer.as_ref().map(String::as_str));
+        let Some(request) = bindings::resman::jobber::batch::next_request(given) else {
+            return;
+        };
+        answer = Some(handle(slot, request));
     }
 }
 

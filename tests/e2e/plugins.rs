@@ -205,12 +205,12 @@ async fn spinning_host() -> (PluginDir, TestHost) {
     (dir, host)
 }
 
-/// Polls `srvQueuePrint` on `conn` until `misbehave.spin`'s queue reads `expected`.
-async fn spin_queue_reaches(conn: &mut RawConn, expected: Value) {
+/// Polls `srvQueuePrint` on `conn` until the queue of type `kind` reads `expected`.
+async fn queue_reaches(conn: &mut RawConn, kind: &str, expected: Value) {
     within(async {
         loop {
             let queues = conn.call("srvQueuePrint", 0, json!(null)).await;
-            if queues["resultJob"]["queues"]["misbehave.spin"] == expected {
+            if queues["resultJob"]["queues"][kind] == expected {
                 break;
             }
             tokio::task::yield_now().await;
@@ -228,7 +228,12 @@ async fn a_spinning_wasm_guest_holds_its_lane_but_not_the_thread() {
     let mut spinner = host.raw().await;
     let mut other = host.raw().await;
     spinner.send("misbehave.spin", 1, json!(null)).await;
-    spin_queue_reaches(&mut other, json!({"queued": 0, "inFlight": 1})).await;
+    queue_reaches(
+        &mut other,
+        "misbehave.spin",
+        json!({"queued": 0, "inFlight": 1}),
+    )
+    .await;
     let echo = other.call("misbehave.echo", 3, json!("meanwhile")).await;
     assert_eq!(echo["resultJob"]["payload"], "meanwhile");
     let queues = other.call("srvQueuePrint", 4, json!(null)).await;
@@ -237,6 +242,60 @@ async fn a_spinning_wasm_guest_holds_its_lane_but_not_the_thread() {
         "the other type of the same plugin was served while the guest spun: {queues}"
     );
     assert_eq!(code(&spinner.next().await), "timeout");
+}
+
+/// Requests queued behind a spinning one form the next batch, which the SDK's plugin serves
+/// in one `serve-batch` call: a trap, a panic, a spin past the deadline and a retry each end
+/// only their own request, and every other request of the batch is answered as if alone.
+#[tokio::test]
+async fn misbehaving_requests_in_one_batch_end_alone_and_the_rest_are_answered() {
+    let dir = PluginDir::new();
+    dir.drop_in("misbehave.wasm", "misbehave.wasm");
+    let config = resman::Config {
+        jobber_timeout: Duration::from_millis(300),
+        ..dir.config()
+    };
+    let host = TestHost::start(Host::builder(), config).await;
+    let mut conn = host.raw().await;
+    let mut watcher = host.raw().await;
+    conn.send("misbehave.as-told", 0, json!("spin")).await;
+    queue_reaches(
+        &mut watcher,
+        "misbehave.as-told",
+        json!({"queued": 0, "inFlight": 1}),
+    )
+    .await;
+    let told = ["a", "trap", "b", "panic", "c", "spin", "d", "retry", "e"];
+    for (at, payload) in (1..).zip(told) {
+        conn.send("misbehave.as-told", at, json!(payload)).await;
+    }
+    let expected = json!({"queued": told.len(), "inFlight": 1});
+    queue_reaches(&mut watcher, "misbehave.as-told", expected).await;
+
+    let mut answers = std::collections::BTreeMap::new();
+    for _ in 0..=told.len() {
+        let response = conn.next().await;
+        answers.insert(response["queryIndex"].as_u64().unwrap(), response);
+    }
+    assert_eq!(code(&answers[&0]), "timeout", "{}", answers[&0]);
+    for (at, payload) in (1..).zip(told) {
+        let response = &answers[&at];
+        match payload {
+            "trap" | "panic" | "retry" => {
+                assert_eq!(code(response), "jobber_failed", "{payload}: {response}")
+            }
+            "spin" => assert_eq!(code(response), "timeout", "{response}"),
+            echoed => assert_eq!(
+                response["resultJob"],
+                json!({"payload": echoed, "attempt": 1}),
+                "{response}"
+            ),
+        }
+    }
+    let trapped = answers[&2]["resultJob"]["err"].as_str().unwrap();
+    assert!(trapped.contains("unreachable"), "{trapped}");
+    let retried = answers[&8]["resultJob"]["err"].as_str().unwrap();
+    assert!(retried.contains("5 attempts"), "{retried}");
 }
 
 #[tokio::test]
@@ -363,7 +422,12 @@ async fn requests_queued_for_a_removed_plugin_are_answered_handler_removed() {
     conn.send("misbehave.spin", 1, json!(null)).await;
     conn.send("misbehave.spin", 2, json!(null)).await;
     let mut observer = host.raw().await;
-    spin_queue_reaches(&mut observer, json!({"queued": 1, "inFlight": 1})).await;
+    queue_reaches(
+        &mut observer,
+        "misbehave.spin",
+        json!({"queued": 1, "inFlight": 1}),
+    )
+    .await;
     dir.remove("misbehave.wasm");
     let queued = conn.next().await;
     assert_eq!(

@@ -5,11 +5,13 @@
 //!
 //! In-process jobbers and WASM plugins run as a tokio task (a WASM guest yields to the
 //! runtime at every epoch tick); native plugins, whose calls block, run on a blocking
-//! thread, one thread hop per batch.
+//! thread, one thread hop per batch. A WASM plugin that exports `serve-batch` serves a batch
+//! of several requests in one call, taking them one at a time from a [`Serving`] feed.
 
 use super::message::{Demand, Message};
-use super::route::{call_wasm, lock, Jobber, Pending, PluginLane};
+use super::route::{call_wasm, lock, serve_wasm_batch, Jobber, Pending, PluginLane};
 use crate::jobber::{Handler, JobError, Request};
+use crate::plugins::wasm::{Feed, Handout, WasmFactory, WasmInstance};
 use crate::plugins::{CallOutcome, PluginRequest};
 use crate::pools::context;
 use crate::pools::Pools;
@@ -71,9 +73,9 @@ pub(crate) fn spawn(batch: Batch, shared: Arc<Shared>, done: UnboundedSender<Mes
                 let _running = shared.pools.batch_running();
                 let mut run = Run::new(&batch, &shared);
                 while let Some(demand) = run.next() {
+                    let timeout = run.shared.limits.timeout;
                     let outcome =
-                        call_async(handler.as_ref(), demand.request.clone(), run.limits.timeout)
-                            .await;
+                        call_async(handler.as_ref(), demand.request.clone(), timeout).await;
                     run.settle(demand, outcome, 0);
                 }
                 run.report(batch, &done);
@@ -87,8 +89,14 @@ pub(crate) fn spawn(batch: Batch, shared: Arc<Shared>, done: UnboundedSender<Mes
                 let mut call =
                     context::Kept::new(Arc::clone(&shared.pools), Arc::clone(&lane.namespace));
                 let mut instance = lane.take();
+                if lock(&run.pending).len() > 1 && wasm.serves_batches() {
+                    let kind = lane.kind_index;
+                    run = serve_batches(wasm, &mut instance, &mut call, run, kind).await;
+                }
+                // One call per request: a batch of one, a plugin without `serve-batch`, or
+                // what its `serve-batch` left.
                 while let Some(demand) = run.next() {
-                    let due = Instant::now() + run.limits.timeout;
+                    let due = Instant::now() + run.shared.limits.timeout;
                     call.begin(demand.peer.id, due);
                     let plugin_request = plugin_request(&demand.request, lane.kind_index);
                     let called = call_wasm(wasm, &mut instance, &plugin_request, due);
@@ -105,8 +113,9 @@ pub(crate) fn spawn(batch: Batch, shared: Arc<Shared>, done: UnboundedSender<Mes
                 let mut run = Run::new(&batch, &shared);
                 let call = context::enter(Arc::clone(&shared.pools), Arc::clone(&lane.namespace));
                 while let Some(demand) = run.next() {
-                    call.begin(demand.peer.id, Instant::now() + run.limits.timeout);
-                    let outcome = call_plugin(&lane, &demand.request, run.limits.timeout);
+                    let timeout = run.shared.limits.timeout;
+                    call.begin(demand.peer.id, Instant::now() + timeout);
+                    let outcome = call_plugin(&lane, &demand.request, timeout);
                     run.settle(demand, outcome, call.seq());
                 }
                 drop(call);
@@ -116,22 +125,18 @@ pub(crate) fn spawn(batch: Batch, shared: Arc<Shared>, done: UnboundedSender<Mes
     }
 }
 
-/// The bookkeeping of one batch run, the same for both executors.
-struct Run<'a> {
+/// The bookkeeping of one batch run, the same for every executor.
+struct Run {
     pending: Pending,
-    draining: &'a AtomicBool,
-    limits: Limits,
-    pools: &'a Pools,
+    shared: Arc<Shared>,
     retries: Vec<Demand>,
 }
 
-impl<'a> Run<'a> {
-    fn new(batch: &Batch, shared: &'a Shared) -> Self {
+impl Run {
+    fn new(batch: &Batch, shared: &Arc<Shared>) -> Self {
         Run {
             pending: batch.pending.clone(),
-            draining: &shared.draining,
-            limits: shared.limits,
-            pools: &shared.pools,
+            shared: Arc::clone(shared),
             retries: Vec::new(),
         }
     }
@@ -144,7 +149,7 @@ impl<'a> Run<'a> {
             if !demand.peer.is_open() {
                 continue;
             }
-            if self.draining.load(Ordering::Relaxed) {
+            if self.shared.draining.load(Ordering::Relaxed) {
                 super::refuse_shutting_down(&demand);
                 continue;
             }
@@ -156,19 +161,19 @@ impl<'a> Run<'a> {
     /// once the journal seq the call reached (`seq`, 0 for none) is durable.
     fn settle(&mut self, mut demand: Demand, outcome: Outcome, seq: u64) {
         if let Outcome::Refused(JobError::Retry(reason)) = &outcome {
-            if demand.request.attempt < self.limits.max_attempts {
+            if demand.request.attempt < self.shared.limits.max_attempts {
                 demand.request.attempt += 1;
                 demand.last_error = Some(reason.clone());
                 self.retries.push(demand);
                 return;
             }
         }
-        let timeout = self.limits.timeout;
+        let timeout = self.shared.limits.timeout;
         if seq == 0 {
             answer(&demand, outcome, timeout);
             return;
         }
-        self.pools.durability().after(
+        self.shared.pools.durability().after(
             seq,
             Box::new(move |stored| match stored {
                 Ok(()) => answer(&demand, outcome, timeout),
@@ -187,6 +192,99 @@ impl<'a> Run<'a> {
             generation: batch.generation,
             retries: self.retries,
         });
+    }
+}
+
+/// Serves the batch of `run` in `serve-batch` calls of the WASM lane's instance (`slot`),
+/// for the type at position `kind`, until the batch is over. A call that traps ends the
+/// request it had out and its instance; the next call, on a fresh instance, goes on with the
+/// rest. A call that takes no request leaves the rest to one call per request.
+async fn serve_batches(
+    wasm: &WasmFactory,
+    slot: &mut Option<WasmInstance>,
+    call: &mut context::Kept,
+    run: Run,
+    kind: u32,
+) -> Run {
+    let mut serving = Serving {
+        run,
+        kind,
+        out: None,
+        handed_out: 0,
+        over: false,
+    };
+    loop {
+        serving.handed_out = 0;
+        let idle_due = Instant::now() + serving.run.shared.limits.timeout;
+        let served = serve_wasm_batch(wasm, slot, kind, serving, idle_due);
+        let (back, ended) = context::within(call, served).await;
+        serving = back;
+        if let Some(demand) = serving.out.take() {
+            let outcome = match ended {
+                Ok(()) => Outcome::Crashed(
+                    "the plugin's `serve-batch` returned without answering a request".into(),
+                ),
+                Err(failed) => outcome(failed),
+            };
+            serving.run.settle(demand, outcome, call.seq());
+        }
+        if serving.over || serving.handed_out == 0 {
+            return serving.run;
+        }
+    }
+}
+
+/// A batch as a `serve-batch` call takes it, one request at a time.
+struct Serving {
+    run: Run,
+    /// The lane's type's position in the plugin's types.
+    kind: u32,
+    /// The request handed out and not yet answered.
+    out: Option<Demand>,
+    /// How many requests the call under way has taken.
+    handed_out: usize,
+    /// Whether the batch is over: the feed answered that no request is left.
+    over: bool,
+}
+
+impl Feed for Serving {
+    fn next(&mut self, answer: Option<CallOutcome>) -> Result<Option<Handout>, String> {
+        match (self.out.take(), answer) {
+            (Some(demand), Some(answer)) => {
+                let seq = context::with(|call| call.seq).unwrap_or(0);
+                self.run.settle(demand, outcome(answer), seq);
+            }
+            (None, None) => {}
+            (Some(demand), None) => {
+                self.out = Some(demand);
+                return Err("`batch.next-request` was called without the answer of the \
+                            request it handed out before"
+                    .into());
+            }
+            (None, Some(_)) => {
+                return Err(
+                    "`batch.next-request` was given an answer, but no request was out".into(),
+                );
+            }
+        }
+        let Some(demand) = self.run.next() else {
+            self.over = true;
+            return Ok(None);
+        };
+        let due = Instant::now() + self.run.shared.limits.timeout;
+        context::with(|call| call.begin(demand.peer.id, due));
+        let request = &demand.request;
+        let handout = Handout {
+            kind: self.kind,
+            query_index: request.query_index.as_f64().unwrap_or(f64::NAN),
+            client_id: request.client_id,
+            attempt: request.attempt,
+            payload: request.payload.clone(),
+            due,
+        };
+        self.out = Some(demand);
+        self.handed_out += 1;
+        Ok(Some(handout))
     }
 }
 

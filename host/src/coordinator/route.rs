@@ -4,7 +4,7 @@
 
 use super::message::Demand;
 use crate::jobber::Handler;
-use crate::plugins::wasm::{WasmFactory, WasmInstance};
+use crate::plugins::wasm::{Feed, WasmFactory, WasmInstance};
 use crate::plugins::{CallOutcome, Instance, LoadedPlugin, PluginRequest};
 use crate::queue::Lane;
 use std::collections::VecDeque;
@@ -123,6 +123,29 @@ pub(crate) async fn call_wasm(
         *slot = None;
     }
     outcome
+}
+
+/// Serves a batch from `feed` in one `serve-batch` call of a WASM lane's instance (`slot`),
+/// making one first if there is none, and throws it away if the call trapped.
+pub(crate) async fn serve_wasm_batch<F: Feed>(
+    factory: &WasmFactory,
+    slot: &mut Option<WasmInstance>,
+    kind: u32,
+    feed: F,
+    idle_due: Instant,
+) -> (F, Result<(), CallOutcome>) {
+    let instance = match slot {
+        Some(instance) => instance,
+        None => match factory.instantiate_async().await {
+            Ok(instance) => slot.insert(instance),
+            Err(err) => return (feed, Err(CallOutcome::Crashed(err.to_string()))),
+        },
+    };
+    let (feed, ended) = instance.serve_batch(kind, feed, idle_due).await;
+    if ended.is_err() {
+        *slot = None;
+    }
+    (feed, ended)
 }
 
 fn lock_slot<T>(slot: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -7,18 +7,15 @@
 //! lease on the hottest path. [`Lease`] lowers the view's shared names and data in place;
 //! the lease id is formatted on the stack.
 //!
-//! wasmtime's derives cover the records. The two leaves that lower as a WIT `string` from a
-//! type of ours, [`LeaseText`] and [`Data`], forward to `str` by hand, with the trait items
+//! wasmtime's derives cover the records. The leaves that lower as a WIT `string` from a type
+//! of ours ([`LeaseText`], [`Data`], and a batch's request payload in `batch.rs`) forward to
+//! `str` by hand through [`lower_as_string`], with the trait items
 //! wasmtime keeps `#[doc(hidden)]` for its derives; they are checked against the WIT when a
 //! component is linked, so a mismatch is a load error, never a bad call.
 
 use crate::pools::record::{Data, LeaseId};
 use crate::pools::view::{GrantView, LeaseView};
-use std::mem::MaybeUninit;
 use std::sync::Arc;
-use wasmtime::component::__internal::{
-    CanonicalAbiInfo, InstanceType, InterfaceType, LowerContext,
-};
 use wasmtime::component::{ComponentType, Lower};
 
 /// The WIT record `lease`, lowered from a [`LeaseView`] without copying its grants.
@@ -68,41 +65,47 @@ macro_rules! lower_as_string {
     ($type:ty, $text:expr) => {
         // SAFETY: the layout, ABI and type check are `str`'s, and lowering hands `str` the
         // text, so every value lowers exactly as the string it stands for.
-        unsafe impl ComponentType for $type {
-            type Lower = <str as ComponentType>::Lower;
-            const ABI: CanonicalAbiInfo = <str as ComponentType>::ABI;
+        unsafe impl ::wasmtime::component::ComponentType for $type {
+            type Lower = <str as ::wasmtime::component::ComponentType>::Lower;
+            const ABI: ::wasmtime::component::__internal::CanonicalAbiInfo =
+                <str as ::wasmtime::component::ComponentType>::ABI;
 
-            fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> wasmtime::Result<()> {
-                <str as ComponentType>::typecheck(ty, types)
+            fn typecheck(
+                ty: &::wasmtime::component::__internal::InterfaceType,
+                types: &::wasmtime::component::__internal::InstanceType<'_>,
+            ) -> ::wasmtime::Result<()> {
+                <str as ::wasmtime::component::ComponentType>::typecheck(ty, types)
             }
         }
 
         // SAFETY: forwards to `str`'s lowering, see above.
-        unsafe impl Lower for $type {
+        unsafe impl ::wasmtime::component::Lower for $type {
             fn linear_lower_to_flat<T>(
                 &self,
-                cx: &mut LowerContext<'_, T>,
-                ty: InterfaceType,
-                dst: &mut MaybeUninit<Self::Lower>,
-            ) -> wasmtime::Result<()> {
-                let mut buffer = itoa::Buffer::new();
+                cx: &mut ::wasmtime::component::__internal::LowerContext<'_, T>,
+                ty: ::wasmtime::component::__internal::InterfaceType,
+                dst: &mut ::std::mem::MaybeUninit<Self::Lower>,
+            ) -> ::wasmtime::Result<()> {
+                let mut buffer = ::itoa::Buffer::new();
                 let text: &str = $text(self, &mut buffer);
-                text.linear_lower_to_flat(cx, ty, dst)
+                ::wasmtime::component::Lower::linear_lower_to_flat(text, cx, ty, dst)
             }
 
             fn linear_lower_to_memory<T>(
                 &self,
-                cx: &mut LowerContext<'_, T>,
-                ty: InterfaceType,
+                cx: &mut ::wasmtime::component::__internal::LowerContext<'_, T>,
+                ty: ::wasmtime::component::__internal::InterfaceType,
                 offset: usize,
-            ) -> wasmtime::Result<()> {
-                let mut buffer = itoa::Buffer::new();
+            ) -> ::wasmtime::Result<()> {
+                let mut buffer = ::itoa::Buffer::new();
                 let text: &str = $text(self, &mut buffer);
-                text.linear_lower_to_memory(cx, ty, offset)
+                ::wasmtime::component::Lower::linear_lower_to_memory(text, cx, ty, offset)
             }
         }
     };
 }
+
+pub(super) use lower_as_string;
 
 lower_as_string!(LeaseText, lease_text);
 lower_as_string!(Data, data_text);

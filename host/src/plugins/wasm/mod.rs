@@ -29,7 +29,9 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{
+    Component, ComponentExportIndex, HasSelf, Linker, ResourceTable, TypedFunc,
+};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -41,9 +43,12 @@ mod bindings {
     });
 }
 
+mod batch;
 mod cache;
 mod lower;
 mod pools_api;
+
+pub(crate) use batch::{Feed, Handout};
 
 use bindings::resman::jobber::host::{self as host_api, Level};
 use bindings::resman::jobber::store as store_api;
@@ -143,6 +148,7 @@ impl WasmRuntime {
         let mut factory = WasmFactory {
             path: path.to_owned(),
             file: file_name(path),
+            serve_batch: component.get_export_index(None, batch::SERVE_BATCH),
             pre,
             types: Arc::new([]),
             memory_limit_bytes: self.config.memory_limit_bytes,
@@ -253,6 +259,7 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
     host_api::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| state)?;
     store_api::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| state)?;
     pools_api::add_to_linker(&mut linker)?;
+    batch::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
@@ -299,8 +306,11 @@ struct StoreState {
     types: Arc<[String]>,
     /// The position in `types` of the request type being served, for its log lines.
     kind: u32,
-    /// When the call under way must end; checked at every epoch tick.
+    /// When the call under way must end; checked at every epoch tick. A `serve-batch`
+    /// call moves it to each request's deadline as it hands the request out.
     deadline: Instant,
+    /// The batch a `serve-batch` call under way serves; `None` outside one.
+    feed: Option<Box<dyn Feed>>,
 }
 
 impl WasiView for StoreState {
@@ -383,6 +393,8 @@ pub(crate) struct WasmFactory {
     pre: JobberPre<StoreState>,
     /// The types `handles` returned, in its order (what a request's `kind` indexes).
     types: Arc<[String]>,
+    /// The `serve-batch` export, when the component is of the world `jobber-batched`.
+    serve_batch: Option<ComponentExportIndex>,
     memory_limit_bytes: usize,
     /// Keeps deadlines ticking while this plugin can run, even after the runtime is gone.
     _ticker: Arc<EpochTicker>,
@@ -417,6 +429,7 @@ impl WasmFactory {
             types: Arc::clone(&self.types),
             kind: u32::MAX,
             deadline: Instant::now() + SETUP_DEADLINE,
+            feed: None,
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.cap);
@@ -432,7 +445,18 @@ impl WasmFactory {
             }
         });
         store.set_epoch_deadline(1);
-        let jobber = self.pre.instantiate_async(&mut store).await?;
+        let instance = self
+            .pre
+            .instance_pre()
+            .instantiate_async(&mut store)
+            .await?;
+        let jobber = Jobber::new(&mut store, &instance)?;
+        // Checked against `() -> ()` here, so a wrong type fails the load (whose first
+        // instance is made for `handles`), not a call.
+        let serve_batch = match &self.serve_batch {
+            Some(export) => Some(instance.get_typed_func::<(), ()>(&mut store, export)?),
+            None => None,
+        };
         let request = Request {
             kind: 0,
             query_index: 0.0,
@@ -443,6 +467,7 @@ impl WasmFactory {
         Ok(WasmInstance {
             store,
             jobber,
+            serve_batch,
             request,
         })
     }
@@ -461,6 +486,12 @@ impl WasmFactory {
                 })
             })
         })
+    }
+
+    /// Whether the component serves batches: it exports `serve-batch` (the world
+    /// `jobber-batched`).
+    pub(crate) fn serves_batches(&self) -> bool {
+        self.serve_batch.is_some()
     }
 
     fn invalid(&self, reason: String) -> LoadError {
@@ -488,6 +519,8 @@ impl InstanceFactory for WasmFactory {
 pub(crate) struct WasmInstance {
     store: Store<StoreState>,
     jobber: Jobber,
+    /// The `serve-batch` export of a component of the world `jobber-batched`.
+    serve_batch: Option<TypedFunc<(), ()>>,
     /// The request being lowered into the guest, reused from call to call.
     request: Request,
 }
@@ -534,18 +567,57 @@ impl WasmInstance {
             .call_handle(&mut self.store, &self.request)
             .await
         {
-            Ok(Ok(json)) => CallOutcome::Done(json),
-            Ok(Err(JobError::Retry(reason))) => CallOutcome::Retry(reason),
-            Ok(Err(JobError::Fail(reason))) => CallOutcome::Fail(reason),
-            Ok(Err(JobError::Reject(rejection))) => CallOutcome::Reject {
-                code: rejection.code,
-                message: rejection.message,
-            },
-            Err(err) if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
-                CallOutcome::TimedOut
-            }
-            Err(err) => CallOutcome::Crashed(describe(&err)),
+            Ok(answer) => answer_outcome(answer),
+            Err(err) => failed(&err),
         }
+    }
+
+    /// Serves requests of the type at position `kind` of the plugin's types, taken from
+    /// `feed`, in one `serve-batch` call; `idle_due` bounds the guest's run before its first
+    /// request. Answers the feed back, and how the call ended: `Err` with `Crashed` or
+    /// `TimedOut` when it trapped, which ends the request still out, if any, and the
+    /// instance. A component without the export answers `Ok` at once, having taken nothing.
+    pub(crate) async fn serve_batch<F: Feed>(
+        &mut self,
+        kind: u32,
+        feed: F,
+        idle_due: Instant,
+    ) -> (F, Result<(), CallOutcome>) {
+        let Some(serve_batch) = self.serve_batch else {
+            return (feed, Ok(()));
+        };
+        let state = self.store.data_mut();
+        state.kind = kind;
+        state.deadline = idle_due;
+        state.feed = Some(Box::new(feed));
+        self.store.set_epoch_deadline(1);
+        let called = serve_batch.call_async(&mut self.store, ()).await;
+        let feed: Box<dyn std::any::Any> =
+            self.store.data_mut().feed.take().expect("kept by the call");
+        let feed = *feed.downcast::<F>().expect("the feed put in above");
+        (feed, called.map_err(|err| failed(&err)))
+    }
+}
+
+/// How a call that answered ended.
+fn answer_outcome(answer: Result<String, JobError>) -> CallOutcome {
+    match answer {
+        Ok(json) => CallOutcome::Done(json),
+        Err(JobError::Retry(reason)) => CallOutcome::Retry(reason),
+        Err(JobError::Fail(reason)) => CallOutcome::Fail(reason),
+        Err(JobError::Reject(rejection)) => CallOutcome::Reject {
+            code: rejection.code,
+            message: rejection.message,
+        },
+    }
+}
+
+/// How a call that trapped ended: past its deadline, or crashed.
+fn failed(err: &wasmtime::Error) -> CallOutcome {
+    if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        CallOutcome::TimedOut
+    } else {
+        CallOutcome::Crashed(describe(err))
     }
 }
 
@@ -703,6 +775,124 @@ mod tests {
         };
         let outcome = instance.call(&spin, Duration::from_millis(200));
         assert_eq!(outcome, CallOutcome::TimedOut);
+    }
+
+    /// A batch of `misbehave.as-told` requests, one per payload, each due `timeout` after
+    /// it is handed out; records what the guest answered.
+    struct ListFeed {
+        kind: u32,
+        payloads: std::collections::VecDeque<&'static str>,
+        timeout: Duration,
+        out: Option<&'static str>,
+        answers: Vec<(&'static str, CallOutcome)>,
+    }
+
+    impl Feed for ListFeed {
+        fn next(&mut self, answer: Option<CallOutcome>) -> Result<Option<Handout>, String> {
+            match (self.out.take(), answer) {
+                (Some(payload), Some(answer)) => self.answers.push((payload, answer)),
+                (None, None) => {}
+                (out, answer) => panic!("the SDK skipped or made up an answer: {out:?} {answer:?}"),
+            }
+            let Some(payload) = self.payloads.pop_front() else {
+                return Ok(None);
+            };
+            self.out = Some(payload);
+            Ok(Some(Handout {
+                kind: self.kind,
+                query_index: 1.0,
+                client_id: 7,
+                attempt: 1,
+                payload: Some(payload.into()),
+                due: Instant::now() + self.timeout,
+            }))
+        }
+    }
+
+    /// Serves `payloads` as batches until none is left, a fresh instance after each trap:
+    /// what the guest answered, and how each call that trapped ended.
+    fn serve_as_told(
+        payloads: &[&'static str],
+        timeout: Duration,
+    ) -> (Vec<(&'static str, CallOutcome)>, Vec<CallOutcome>) {
+        let plugin = misbehave().expect("checked by the caller");
+        let factory = plugin.factory.wasm().expect("a WASM plugin");
+        assert!(factory.serves_batches(), "the SDK exports `serve-batch`");
+        let kind = plugin
+            .types
+            .iter()
+            .position(|kind| kind == "misbehave.as-told");
+        let mut feed = ListFeed {
+            kind: u32::try_from(kind.expect("declared")).unwrap(),
+            payloads: payloads.iter().copied().collect(),
+            timeout,
+            out: None,
+            answers: Vec::new(),
+        };
+        block_on(async move {
+            let mut traps = Vec::new();
+            while !feed.payloads.is_empty() {
+                let mut instance = factory.instantiate_async().await.unwrap();
+                let idle_due = Instant::now() + timeout;
+                let (back, ended) = instance.serve_batch(feed.kind, feed, idle_due).await;
+                feed = back;
+                if let Err(trapped) = ended {
+                    let out = feed
+                        .out
+                        .take()
+                        .expect("a trap ends the request that is out");
+                    traps.push(trapped);
+                    feed.answers
+                        .push((out, CallOutcome::Fail("trapped".into())));
+                }
+            }
+            (feed.answers, traps)
+        })
+    }
+
+    fn echoed(payload: &str) -> CallOutcome {
+        CallOutcome::Done(format!(r#"{{"attempt":1,"payload":"{payload}"}}"#))
+    }
+
+    #[test]
+    fn a_batch_is_served_in_one_call_and_a_trap_ends_only_the_request_that_is_out() {
+        if misbehave().is_none() {
+            return;
+        }
+        let payloads = [
+            "\"a\"",
+            "\"retry\"",
+            "\"trap\"",
+            "\"b\"",
+            "\"panic\"",
+            "\"c\"",
+        ];
+        let (answers, traps) = serve_as_told(&payloads, Duration::from_secs(5));
+        let answered: Vec<_> = answers.iter().map(|(payload, _)| *payload).collect();
+        assert_eq!(answered, payloads, "each request answered once, in order");
+        assert_eq!(answers[0].1, echoed("a"));
+        assert_eq!(answers[1].1, CallOutcome::Retry("deliberate retry".into()));
+        assert_eq!(answers[3].1, echoed("b"));
+        assert_eq!(answers[5].1, echoed("c"));
+        assert_eq!(traps.len(), 2, "{traps:?}");
+        let CallOutcome::Crashed(reason) = &traps[0] else {
+            panic!("a trap crashes: {traps:?}")
+        };
+        assert!(reason.contains("unreachable"), "{reason}");
+        assert!(matches!(traps[1], CallOutcome::Crashed(_)), "{traps:?}");
+    }
+
+    #[test]
+    fn a_request_that_spins_in_a_batch_times_out_alone() {
+        if misbehave().is_none() {
+            return;
+        }
+        let payloads = ["\"a\"", "\"spin\"", "\"b\""];
+        let (answers, traps) = serve_as_told(&payloads, Duration::from_millis(200));
+        assert_eq!(answers[0], ("\"a\"", echoed("a")));
+        assert_eq!(answers[1].0, "\"spin\"");
+        assert_eq!(answers[2], ("\"b\"", echoed("b")));
+        assert_eq!(traps, [CallOutcome::TimedOut]);
     }
 
     #[test]
