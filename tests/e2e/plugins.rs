@@ -195,10 +195,15 @@ async fn misbehaving_wasm_guests_answer_errors_and_the_host_serves_on() {
 
 /// A host serving `misbehave.wasm`, whose `misbehave.spin` spins until its 2 s deadline.
 async fn spinning_host() -> (PluginDir, TestHost) {
+    misbehave_host(Duration::from_secs(2)).await
+}
+
+/// A host serving `misbehave.wasm` under a jobber deadline of `timeout`.
+async fn misbehave_host(timeout: Duration) -> (PluginDir, TestHost) {
     let dir = PluginDir::new();
     dir.drop_in("misbehave.wasm", "misbehave.wasm");
     let config = resman::Config {
-        jobber_timeout: Duration::from_secs(2),
+        jobber_timeout: timeout,
         ..dir.config()
     };
     let host = TestHost::start(Host::builder(), config).await;
@@ -245,17 +250,12 @@ async fn a_spinning_wasm_guest_holds_its_lane_but_not_the_thread() {
 }
 
 /// Requests queued behind a spinning one form the next batch, which the SDK's plugin serves
-/// in one `serve-batch` call: a trap, a panic, a spin past the deadline and a retry each end
-/// only their own request, and every other request of the batch is answered as if alone.
+/// in one `serve-batch` call: a trap, a panic, a spin past the deadline, a retry and a
+/// request taken without answering the one out each end only their own request, and every
+/// other request of the batch is answered as if alone.
 #[tokio::test]
 async fn misbehaving_requests_in_one_batch_end_alone_and_the_rest_are_answered() {
-    let dir = PluginDir::new();
-    dir.drop_in("misbehave.wasm", "misbehave.wasm");
-    let config = resman::Config {
-        jobber_timeout: Duration::from_millis(300),
-        ..dir.config()
-    };
-    let host = TestHost::start(Host::builder(), config).await;
+    let (_dir, host) = misbehave_host(Duration::from_millis(300)).await;
     let mut conn = host.raw().await;
     let mut watcher = host.raw().await;
     conn.send("misbehave.as-told", 0, json!("spin")).await;
@@ -265,7 +265,19 @@ async fn misbehaving_requests_in_one_batch_end_alone_and_the_rest_are_answered()
         json!({"queued": 0, "inFlight": 1}),
     )
     .await;
-    let told = ["a", "trap", "b", "panic", "c", "spin", "d", "retry", "e"];
+    let told = [
+        "a",
+        "trap",
+        "b",
+        "panic",
+        "c",
+        "spin",
+        "d",
+        "retry",
+        "e",
+        "take-another",
+        "f",
+    ];
     for (at, payload) in (1..).zip(told) {
         conn.send("misbehave.as-told", at, json!(payload)).await;
     }
@@ -281,7 +293,7 @@ async fn misbehaving_requests_in_one_batch_end_alone_and_the_rest_are_answered()
     for (at, payload) in (1..).zip(told) {
         let response = &answers[&at];
         match payload {
-            "trap" | "panic" | "retry" => {
+            "trap" | "panic" | "retry" | "take-another" => {
                 assert_eq!(code(response), "jobber_failed", "{payload}: {response}")
             }
             "spin" => assert_eq!(code(response), "timeout", "{response}"),
@@ -296,6 +308,11 @@ async fn misbehaving_requests_in_one_batch_end_alone_and_the_rest_are_answered()
     assert!(trapped.contains("unreachable"), "{trapped}");
     let retried = answers[&8]["resultJob"]["err"].as_str().unwrap();
     assert!(retried.contains("5 attempts"), "{retried}");
+    let skipped = answers[&10]["resultJob"]["err"].as_str().unwrap();
+    assert!(
+        skipped.contains("without the answer of the request it handed out before"),
+        "{skipped}"
+    );
 }
 
 #[tokio::test]

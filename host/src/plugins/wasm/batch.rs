@@ -19,7 +19,7 @@ use std::time::Instant;
 use wasmtime::component::{ComponentType, Linker, Lower};
 
 /// The WIT instance `next-request` is linked into (see `pools_api::POOLS` on the version).
-const BATCH: &str = "resman:jobber/batch@0.2.0";
+pub(super) const BATCH: &str = "resman:jobber/batch@0.2.0";
 
 /// The export a component of the world `jobber-batched` serves batches with.
 pub(super) const SERVE_BATCH: &str = "serve-batch";
@@ -99,19 +99,4 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result
             }),))
         },
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_batch_instance_names_the_wit_package_version() {
-        let wit = include_str!("../../../../sdk/wit/resman.wit");
-        let (package, version) = BATCH.split_once('@').expect("a versioned name");
-        let package = package.strip_suffix("/batch").expect("the batch interface");
-        assert!(wit.contains(&format!("package {package}@{version};")));
-        assert!(wit.contains("interface batch {"));
-        assert!(wit.contains(&format!("export {SERVE_BATCH}: func();")));
-    }
 }

@@ -711,6 +711,28 @@ mod tests {
     }
 
     #[test]
+    fn the_instances_linked_by_hand_name_the_wit_package_version() {
+        let wit = include_str!("../../../../sdk/wit/resman.wit");
+        for (linked, interface) in [(pools_api::POOLS, "pools"), (batch::BATCH, "batch")] {
+            let (package, version) = linked.split_once('@').expect("a versioned name");
+            let package = package.strip_suffix(&format!("/{interface}"));
+            let package = package.expect("the interface's name");
+            assert!(wit.contains(&format!("package {package}@{version};")));
+            assert!(wit.contains(&format!("interface {interface} {{")));
+        }
+        assert!(wit.contains(&format!("export {}: func();", batch::SERVE_BATCH)));
+    }
+
+    /// Why a call of `kind` on a fresh `misbehave.wasm` instance crashed, as it must.
+    fn crash_of(kind: &str) -> Option<String> {
+        let mut instance = misbehave()?.factory.instantiate().unwrap();
+        match call(instance.as_mut(), kind) {
+            CallOutcome::Crashed(reason) => Some(reason),
+            other => panic!("{kind} crashes: {other:?}"),
+        }
+    }
+
+    #[test]
     fn counter_counts_per_instance_and_a_new_instance_starts_at_zero() {
         let Some(path) = plugin_file("counter.wasm") else {
             return;
@@ -883,6 +905,14 @@ mod tests {
     }
 
     #[test]
+    fn taking_a_batch_request_outside_serve_batch_crashes_the_call() {
+        let Some(reason) = crash_of("misbehave.take-another") else {
+            return;
+        };
+        assert!(reason.contains("called outside `serve-batch`"), "{reason}");
+    }
+
+    #[test]
     fn a_request_that_spins_in_a_batch_times_out_alone() {
         if misbehave().is_none() {
             return;
@@ -897,11 +927,8 @@ mod tests {
 
     #[test]
     fn a_guest_that_grows_past_the_memory_cap_crashes() {
-        let Some(plugin) = misbehave() else { return };
-        let mut instance = plugin.factory.instantiate().unwrap();
-        let outcome = call(instance.as_mut(), "misbehave.alloc");
-        let CallOutcome::Crashed(reason) = outcome else {
-            panic!("the memory cap crashes the call: {outcome:?}")
+        let Some(reason) = crash_of("misbehave.alloc") else {
+            return;
         };
         assert!(reason.contains("memory cap of 33554432 bytes"), "{reason}");
     }
