@@ -111,12 +111,9 @@ pub(crate) async fn call_wasm(
     request: &PluginRequest<'_>,
     due: Instant,
 ) -> CallOutcome {
-    let instance = match slot {
-        Some(instance) => instance,
-        None => match factory.instantiate_async().await {
-            Ok(instance) => slot.insert(instance),
-            Err(err) => return CallOutcome::Crashed(err.to_string()),
-        },
+    let instance = match instance_in(factory, slot).await {
+        Ok(instance) => instance,
+        Err(failed) => return failed,
     };
     let outcome = instance.call_async(request, due).await;
     if outcome.poisons_instance() {
@@ -134,18 +131,28 @@ pub(crate) async fn serve_wasm_batch<F: Feed>(
     feed: F,
     idle_due: Instant,
 ) -> (F, Result<(), CallOutcome>) {
-    let instance = match slot {
-        Some(instance) => instance,
-        None => match factory.instantiate_async().await {
-            Ok(instance) => slot.insert(instance),
-            Err(err) => return (feed, Err(CallOutcome::Crashed(err.to_string()))),
-        },
+    let instance = match instance_in(factory, slot).await {
+        Ok(instance) => instance,
+        Err(failed) => return (feed, Err(failed)),
     };
     let (feed, ended) = instance.serve_batch(kind, feed, idle_due).await;
     if ended.is_err() {
         *slot = None;
     }
     (feed, ended)
+}
+
+/// The WASM lane's instance in `slot`, made first if there is none; a failure to make one
+/// is the call's crash.
+async fn instance_in<'a>(
+    factory: &WasmFactory,
+    slot: &'a mut Option<WasmInstance>,
+) -> Result<&'a mut WasmInstance, CallOutcome> {
+    if slot.is_none() {
+        let made = factory.instantiate_async().await;
+        *slot = Some(made.map_err(|err| CallOutcome::Crashed(err.to_string()))?);
+    }
+    Ok(slot.as_mut().expect("made above"))
 }
 
 fn lock_slot<T>(slot: &Mutex<T>) -> MutexGuard<'_, T> {
