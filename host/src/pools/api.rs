@@ -142,10 +142,7 @@ pub(crate) fn release_in(pool: &str, lease: &str) -> Result<LeaseView, PoolError
 /// [`release_in`] of a lease of exactly one resource, answered in brief.
 pub(crate) fn release_single(pool: &str, lease: &str) -> Result<SingleView, PoolError> {
     let lease = lease_id(lease)?;
-    let view = pooled(|call| call.pools.release_single(pool, lease))?;
-    Ok(view
-        .single(Some(pool))
-        .expect("release_single ends leases of one resource of pool"))
+    pooled(|call| call.pools.release_single(pool, lease))
 }
 
 pub(crate) fn release_resource(pool: &str, id: &str) -> Result<LeaseView, PoolError> {

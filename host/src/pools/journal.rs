@@ -378,35 +378,34 @@ pub(crate) struct Journal {
 }
 
 impl Journal {
-    /// Appends encoded frames and makes them durable: one fdatasync. Waits for (or makes)
-    /// room first if the zeros ahead ran out.
+    /// Appends a commit's frames, as [`start_commit`] began them, and makes them durable:
+    /// one write and one fdatasync. Waits for (or makes) room first if the zeros ahead ran
+    /// out.
     pub(crate) fn commit(&mut self, frames: &[u8]) -> Result<(), CommitError> {
-        self.append(&[&marker_frame(), frames])
+        debug_assert!(holds_marker(
+            &frames[..frames.len().min(MARKER_FRAME_BYTES)]
+        ));
+        self.append(frames)
     }
 
-    /// Writes `bytes` as they are (frames with their markers), for tests that build files
-    /// frame by frame.
+    /// Writes `bytes` as they are (frames with their markers, or not), for tests that build
+    /// files frame by frame.
     #[cfg(test)]
     pub(crate) fn write_raw(&mut self, bytes: &[u8]) -> Result<(), CommitError> {
-        self.append(&[bytes])
+        self.append(bytes)
     }
 
-    /// Writes `parts` one after another after the frames, then one fdatasync.
-    fn append(&mut self, parts: &[&[u8]]) -> Result<(), CommitError> {
-        let bytes: u64 = parts.iter().map(|part| part.len() as u64).sum();
-        let reserved = self.file.reserve(self.len + bytes);
+    /// Writes `bytes` after the frames, then one fdatasync.
+    fn append(&mut self, bytes: &[u8]) -> Result<(), CommitError> {
+        let reserved = self.file.reserve(self.len + bytes.len() as u64);
         reserved.map_err(CommitError::NoRoom)?;
-        let write = |file: &File| {
-            let mut at = self.len;
-            for part in parts {
-                file.write_all_at(part, at)?;
-                at += part.len() as u64;
-            }
-            file.sync_data()
-        };
-        let written = write(&self.file.file).map_err(io_error(&self.file.path));
+        let file = &self.file.file;
+        let written = file
+            .write_all_at(bytes, self.len)
+            .and_then(|()| file.sync_data())
+            .map_err(io_error(&self.file.path));
         written.map_err(CommitError::Failed)?;
-        self.len += bytes;
+        self.len += bytes.len() as u64;
         Ok(())
     }
 
@@ -523,21 +522,33 @@ impl JournalFile {
 /// The payload of the marker frame that starts every commit.
 const MARKER: &[u8] = b"commit";
 
-/// The marker frame that starts every commit: seq 0, payload [`MARKER`].
+/// The size of the marker frame.
+const MARKER_FRAME_BYTES: usize = HEADER_BYTES + MARKER.len();
+
+/// Begins a commit's frames in `out`: appends the marker frame that starts every commit
+/// (seq 0, payload [`MARKER`]). The records' frames follow ([`encode`]), and
+/// [`Journal::commit`] writes them all at once.
+pub(crate) fn start_commit(out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&(MARKER.len() as u32).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&0u64.to_le_bytes());
+    out.extend_from_slice(MARKER);
+    let crc = crc32fast::hash(&out[start + 8..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The marker frame alone, for tests that build journals frame by frame.
+#[cfg(test)]
 pub(crate) fn marker_frame() -> Vec<u8> {
-    let mut frame = Vec::with_capacity(HEADER_BYTES + MARKER.len());
-    frame.extend_from_slice(&(MARKER.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&[0; 4]);
-    frame.extend_from_slice(&0u64.to_le_bytes());
-    frame.extend_from_slice(MARKER);
-    let crc = crc32fast::hash(&frame[8..]);
-    frame[4..8].copy_from_slice(&crc.to_le_bytes());
+    let mut frame = Vec::with_capacity(MARKER_FRAME_BYTES);
+    start_commit(&mut frame);
     frame
 }
 
 /// Whether `bytes` hold a valid marker frame anywhere: a commit that started after them.
 fn holds_marker(bytes: &[u8]) -> bool {
-    let size = HEADER_BYTES + MARKER.len();
+    let size = MARKER_FRAME_BYTES;
     (0..bytes.len().saturating_sub(size - 1)).any(|at| {
         let frame = &bytes[at..at + size];
         frame[0..4] == (MARKER.len() as u32).to_le_bytes()

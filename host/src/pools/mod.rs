@@ -47,7 +47,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-use view::{LeaseView, StatusView};
+use view::{LeaseView, SingleView, StatusView};
 
 /// How much of a call's deadline a waiting acquire leaves for the jobber to answer.
 const ANSWER_MARGIN: Duration = Duration::from_millis(100);
@@ -218,6 +218,8 @@ impl Pools {
         &self,
         op: impl FnOnce(&mut State, u64, &mut Vec<Record>, &mut Vec<Woken>) -> Result<T, PoolError>,
     ) -> Result<(T, u64), PoolError> {
+        // Read before the lock, to keep the time other lanes wait for it short.
+        let now = crate::plugins::now_ms();
         let mut inner = self.lock();
         if let Some(reason) = &inner.failed {
             return Err(PoolError::Storage(reason.clone()));
@@ -226,7 +228,7 @@ impl Pools {
         let Inner {
             state, log, woken, ..
         } = &mut *inner;
-        let result = op(state, crate::plugins::now_ms(), log, woken);
+        let result = op(state, now, log, woken);
         let seq = self.finish(inner, before);
         result.map(|value| (value, seq))
     }
@@ -373,6 +375,7 @@ impl Pools {
             request.wait_ms = Some(wait.min(left.as_millis() as u64));
         }
         let wait = Duration::from_millis(request.wait_ms.unwrap_or(0));
+        let now = crate::plugins::now_ms();
         let mut inner = self.lock();
         if let Some(reason) = &inner.failed {
             return Err(PoolError::Storage(reason.clone()));
@@ -384,7 +387,7 @@ impl Pools {
             waiters,
             ..
         } = &mut *inner;
-        let acquired = state.acquire(client, request, crate::plugins::now_ms(), log);
+        let acquired = state.acquire(client, request, now, log);
         // The answer channel is registered under the same lock that queued the waiter, so no
         // release can serve it before there is somewhere to send the grant.
         let answered = match &acquired {
@@ -446,7 +449,7 @@ impl Pools {
         &self,
         pool: &str,
         lease: LeaseId,
-    ) -> Result<(LeaseView, u64), PoolError> {
+    ) -> Result<(SingleView, u64), PoolError> {
         self.run(|state, now, log, woken| state.release_single(pool, lease, now, log, woken))
     }
 
@@ -619,11 +622,13 @@ impl Pools {
                 (inner.seq, snapshot, roll_at)
             };
             let count = records.len();
+            journal::start_commit(&mut frames);
+            let marker = frames.len();
             for (seq, record) in records.drain(..) {
                 journal::encode(seq, &record, &mut frames);
             }
             match self.commit_when_room(&mut journal, &frames) {
-                Ok(took) => self.stats.commit(count, frames.len(), took),
+                Ok(took) => self.stats.commit(count, frames.len() - marker, took),
                 Err(err) => {
                     self.fail(&err);
                     return;

@@ -11,7 +11,7 @@
 //! restart ends every request.
 
 use super::record::{Data, GrantRecord, LeaseId, Name, Record};
-use super::view::{GrantView, HeldView, LeaseView, ResourceView, StatusView};
+use super::view::{GrantView, HeldView, LeaseView, ResourceView, SingleView, StatusView};
 use resman_sdk::pool::{AcquireRequest, PoolError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -790,14 +790,22 @@ impl State {
         now_ms: u64,
         log: &mut Vec<Record>,
         woken: &mut Vec<Woken>,
-    ) -> Result<LeaseView, PoolError> {
-        let count = self.lease_in(pool, lease)?.grants.len();
-        if count != 1 {
+    ) -> Result<SingleView, PoolError> {
+        let held = self.lease_in(pool, lease)?;
+        let [grant] = &*held.grants else {
+            let count = held.grants.len();
             return Err(PoolError::Invalid(format!(
                 "lease {lease} holds {count} resources; release it with release-in"
             )));
-        }
-        self.release(lease, now_ms, log, woken)
+        };
+        let single = SingleView {
+            lease,
+            token: held.token,
+            expires_at_ms: held.expires_at_ms,
+            id: grant.id.clone(),
+        };
+        self.release(lease, now_ms, log, woken)?;
+        Ok(single)
     }
 
     /// The held lease `lease` if every resource it holds is in `pool`; any other is

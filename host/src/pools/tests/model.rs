@@ -740,7 +740,14 @@ impl Run {
             }),
             Call::ReleaseIn(pool, lease, single) => {
                 let released = if *single {
-                    state.release_single(pool, *lease, now, log, woken)
+                    let before = state.lease(*lease);
+                    state
+                        .release_single(pool, *lease, now, log, woken)
+                        .map(|brief| {
+                            let view = before.expect("a lease release_single ended was held");
+                            assert_eq!(view.single(Some(pool)), Some(brief), "the lease in brief");
+                            view
+                        })
                 } else {
                     state.release_in(pool, *lease, now, log, woken)
                 };

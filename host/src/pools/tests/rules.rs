@@ -475,11 +475,10 @@ fn release_single_ends_only_a_lease_of_one_resource_of_its_pool() {
         .state
         .release_single("p", one.id, t.now, &mut t.log, &mut t.woken)
         .unwrap();
-    assert_eq!(released, one);
     assert_eq!(t.free("p"), ["r2"]);
-    let brief = released.single(Some("p")).expect("one resource of p");
-    assert_eq!((brief.lease, brief.token), (one.id, one.token));
-    assert_eq!(&*brief.id, "r2");
+    assert_eq!((released.lease, released.token), (one.id, one.token));
+    assert_eq!(&*released.id, "r2");
+    assert_eq!(Some(released), one.single(Some("p")), "the lease in brief");
     assert_eq!(pair.single(Some("p")), None, "two resources are not single");
-    assert_eq!(released.single(Some("q")), None, "nor one of another pool");
+    assert_eq!(one.single(Some("q")), None, "nor one of another pool");
 }
