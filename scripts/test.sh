@@ -24,4 +24,5 @@ step "plugins (wasm32-wasip2 components and native libraries)"
 ./scripts/build-guest-langs.sh debug
 
 step "test"
-cargo test --workspace --locked
+# The plugins are built, so a unit test that cannot find one fails instead of skipping.
+RESMAN_REQUIRE_PLUGINS=1 cargo test --workspace --locked

@@ -235,7 +235,9 @@ pub(crate) mod test_support {
     use std::path::{Path, PathBuf};
     use std::time::Duration;
 
-    /// A built plugin file, or `None` (with a note) when it has not been built.
+    /// A built plugin file, or `None` (with a note) when it has not been built, so that a bare
+    /// `cargo test` runs without the plugins. Under `RESMAN_REQUIRE_PLUGINS` (which
+    /// `scripts/test.sh` sets after building them) a missing file fails the test instead.
     pub(crate) fn plugin_file(file_name: &str) -> Option<PathBuf> {
         let dir = std::env::var_os("RESMAN_TEST_PLUGINS").map_or_else(
             || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/debug"),
@@ -245,10 +247,14 @@ pub(crate) mod test_support {
         if path.is_file() {
             return Some(path);
         }
-        eprintln!(
-            "skipped: {} is missing; run scripts/build-plugins.sh",
+        let missing = format!(
+            "{} is missing; run scripts/build-plugins.sh",
             path.display()
         );
+        if std::env::var_os("RESMAN_REQUIRE_PLUGINS").is_some() {
+            panic!("{missing}");
+        }
+        eprintln!("skipped: {missing}");
         None
     }
 
