@@ -61,8 +61,9 @@ impl Loader {
                     .prefix("resman-native-")
                     .tempdir()
                     .map_err(|source| LoadError::Io {
-                        path: std::env::temp_dir(),
-                        what: "cannot create the private folder for native plugins",
+                        path: path.to_owned(),
+                        what: "cannot create the private folder for native plugins \
+                               (under the temporary folder, TMPDIR)",
                         source,
                     })?,
             ),
