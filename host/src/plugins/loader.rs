@@ -3,13 +3,15 @@
 //! private folder native libraries are copied to before they are opened.
 //!
 //! That folder is made when the first native plugin loads, not at start: a host that runs
-//! only WASM plugins leaves nothing in the temporary folder, even when it is killed and so
-//! cannot remove what it made.
+//! only WASM plugins leaves nothing in the temporary folder. One killed after it loaded a
+//! native plugin leaves its folder, and the next host's first native load removes it (see
+//! [`NativeFolder`]).
 
+use super::native_folder::NativeFolder;
 use super::wasm::{WasmConfig, WasmRuntime};
 use super::{native, LoadError, LoadedPlugin, PluginKind};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Settings of plugin loading, from [`crate::Config`].
 #[derive(Clone, Debug)]
@@ -23,8 +25,16 @@ pub(crate) struct LoaderConfig {
 pub(crate) struct Loader {
     wasm: WasmRuntime,
     /// Native libraries are opened from copies here, never from the watched folder. Made by
-    /// the first native load; removed when the host stops.
-    shadow: Mutex<Option<tempfile::TempDir>>,
+    /// the first native load; removed by [`close`](Self::close).
+    shadow: Mutex<Shadow>,
+}
+
+/// The private folder of native plugins, over the loader's life.
+enum Shadow {
+    NotMade,
+    Made(NativeFolder),
+    /// [`Loader::close`] removed it: no native plugin loads any more.
+    Closed,
 }
 
 impl Loader {
@@ -35,7 +45,7 @@ impl Loader {
         })?;
         Ok(Loader {
             wasm,
-            shadow: Mutex::new(None),
+            shadow: Mutex::new(Shadow::NotMade),
         })
     }
 
@@ -53,22 +63,36 @@ impl Loader {
 
     /// Loads a native library from a copy in the private folder, which it makes if need be.
     fn load_native(&self, path: &Path) -> Result<LoadedPlugin, LoadError> {
-        let mut shadow = self.shadow.lock().unwrap_or_else(|e| e.into_inner());
-        let dir = match &mut *shadow {
-            Some(dir) => dir,
-            empty => empty.insert(
-                tempfile::Builder::new()
-                    .prefix("resman-native-")
-                    .tempdir()
-                    .map_err(|source| LoadError::Io {
-                        path: path.to_owned(),
-                        what: "cannot create the private folder for native plugins \
-                               (under the temporary folder, TMPDIR)",
-                        source,
-                    })?,
-            ),
-        };
-        native::load(path, dir.path())
+        let mut shadow = self.lock_shadow();
+        if let Shadow::NotMade = *shadow {
+            let folder =
+                NativeFolder::create_in(&std::env::temp_dir()).map_err(|source| LoadError::Io {
+                    path: path.to_owned(),
+                    what: "cannot create the private folder for native plugins \
+                           (under the temporary folder, TMPDIR)",
+                    source,
+                })?;
+            *shadow = Shadow::Made(folder);
+        }
+        match &*shadow {
+            Shadow::Made(folder) => native::load(path, folder.path()),
+            Shadow::NotMade | Shadow::Closed => Err(LoadError::Invalid {
+                path: path.to_owned(),
+                reason: "not loaded: the host is stopping".into(),
+            }),
+        }
+    }
+
+    /// Removes the private folder of native plugins, as the host stops. It is not left to
+    /// the loader's drop: the watcher's threads hold the loader, and they may outlive the
+    /// host's `run` (the process can end first). Native plugins still open keep working:
+    /// their copies stay mapped until the process ends.
+    pub(crate) fn close(&self) {
+        drop(std::mem::replace(&mut *self.lock_shadow(), Shadow::Closed));
+    }
+
+    fn lock_shadow(&self) -> MutexGuard<'_, Shadow> {
+        self.shadow.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -78,12 +102,14 @@ mod tests {
     use super::*;
 
     fn shadow_dir(loader: &Loader) -> Option<PathBuf> {
-        let shadow = loader.shadow.lock().unwrap();
-        shadow.as_ref().map(|dir| dir.path().to_owned())
+        match &*loader.lock_shadow() {
+            Shadow::Made(folder) => Some(folder.path().to_owned()),
+            Shadow::NotMade | Shadow::Closed => None,
+        }
     }
 
     #[test]
-    fn the_native_folder_is_made_by_the_first_native_load_and_removed_with_the_loader() {
+    fn the_native_folder_is_made_by_the_first_native_load_and_removed_by_close() {
         let native = format!("counter.{}", std::env::consts::DLL_EXTENSION);
         let (Some(wasm), Some(native)) = (plugin_file("counter.wasm"), plugin_file(&native)) else {
             return;
@@ -106,7 +132,12 @@ mod tests {
             "one folder for all loads"
         );
 
-        drop(loader);
-        assert!(!dir.exists(), "the folder goes with the loader");
+        loader.close();
+        assert!(!dir.exists(), "closing removes the folder");
+        let Err(refused) = loader.load(&native) else {
+            panic!("no native load after close");
+        };
+        assert!(refused.to_string().contains("stopping"), "{refused}");
+        assert_eq!(shadow_dir(&loader), None, "and makes no new folder");
     }
 }

@@ -8,6 +8,7 @@
 
 pub(crate) mod loader;
 pub(crate) mod native;
+pub(crate) mod native_folder;
 pub(crate) mod wasm;
 pub(crate) mod watcher;
 

@@ -32,6 +32,14 @@ pub(crate) struct Watcher {
     >,
     /// Sees renames into the folder as they happen.
     _renames: notify::RecommendedWatcher,
+    /// Closed when the watcher drops, as the host stops.
+    loader: Arc<Loader>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.loader.close();
+    }
 }
 
 /// What the watcher remembers between events.
@@ -99,6 +107,7 @@ pub(crate) fn start(
     Ok(Watcher {
         _debouncer: debouncer,
         _renames: renames,
+        loader: Arc::clone(&state.loader),
     })
 }
 

@@ -154,11 +154,17 @@ pub async fn connect(served: &Served) -> Client {
 
 /// Waits until the `proxy-pool` plugin serves (it loads as the host starts).
 pub async fn until_served(client: &Client) {
+    until_answered(client, "proxyStatus").await;
+}
+
+/// Waits until a request of type `kind` is answered, which it is once the plugin that
+/// handles it has loaded.
+pub async fn until_answered(client: &Client, kind: &str) {
     let started = Instant::now();
-    while let Err(err) = client.request("proxyStatus", json!({})).await {
+    while let Err(err) = client.request(kind, json!({})).await {
         assert!(
             started.elapsed() < DEADLINE,
-            "proxy-pool never served: {err}"
+            "{kind} was never answered: {err}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
