@@ -148,11 +148,13 @@ async fn instance_in<'a>(
     factory: &WasmFactory,
     slot: &'a mut Option<WasmInstance>,
 ) -> Result<&'a mut WasmInstance, CallOutcome> {
-    if slot.is_none() {
-        let made = factory.instantiate_async().await;
-        *slot = Some(made.map_err(|err| CallOutcome::Crashed(err.to_string()))?);
+    match slot {
+        Some(instance) => Ok(instance),
+        None => {
+            let made = factory.instantiate_async().await;
+            Ok(slot.insert(made.map_err(|err| CallOutcome::Crashed(err.to_string()))?))
+        }
     }
-    Ok(slot.as_mut().expect("made above"))
 }
 
 fn lock_slot<T>(slot: &Mutex<T>) -> MutexGuard<'_, T> {

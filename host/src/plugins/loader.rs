@@ -74,13 +74,13 @@ impl Loader {
                 })?;
             *shadow = Shadow::Made(folder);
         }
-        match &*shadow {
-            Shadow::Made(folder) => native::load(path, folder.path()),
-            Shadow::NotMade | Shadow::Closed => Err(LoadError::Invalid {
+        let Shadow::Made(folder) = &*shadow else {
+            return Err(LoadError::Invalid {
                 path: path.to_owned(),
                 reason: "not loaded: the host is stopping".into(),
-            }),
-        }
+            });
+        };
+        native::load(path, folder.path())
     }
 
     /// Removes the private folder of native plugins, as the host stops. It is not left to
