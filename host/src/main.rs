@@ -104,7 +104,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => {
             let threads = args.threads;
             let config = args.into_config()?;
-            runtime_with(threads)?.block_on(serve(config))?;
+            let runtime = runtime_with(threads)?;
+            let served = runtime.block_on(serve(config));
+            // A native plugin call abandoned at its deadline may still be running on a
+            // blocking thread; the host does not wait for it to exit.
+            runtime.shutdown_timeout(ABANDONED_CALLS_GRACE);
+            served?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Call(args) => runtime()?.block_on(call(args)),
@@ -121,6 +126,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+/// How long a stopping host waits for blocking threads still running: only a native
+/// plugin call abandoned at its deadline runs then.
+const ABANDONED_CALLS_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     runtime_with(None)

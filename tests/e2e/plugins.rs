@@ -331,6 +331,53 @@ async fn a_panicking_native_plugin_answers_jobber_failed_and_the_host_serves_on(
     assert_eq!(echo["resultJob"]["payload"], "after");
 }
 
+/// Native code cannot be interrupted, so a native call that overruns its deadline is
+/// abandoned: its client is answered `timeout` at the deadline, the type's next request is
+/// served while the call still runs, the late call's answer is never sent, and the store
+/// write it makes after its deadline is refused.
+#[tokio::test]
+async fn a_native_call_past_its_deadline_is_answered_timeout_and_its_type_is_served_on() {
+    let dir = PluginDir::new();
+    dir.drop_in("misbehave.so", "misbehave.so");
+    let config = resman::Config {
+        jobber_timeout: Duration::from_millis(300),
+        ..dir.config()
+    };
+    let host = TestHost::start(Host::builder(), config).await;
+    let mut sleeper = host.raw().await;
+    let mut other = host.raw().await;
+    sleeper.send("misbehave.sleep", 1, json!(1_500)).await;
+    let late = sleeper.next().await;
+    assert_eq!(
+        (code(&late), &late["queryIndex"]),
+        ("timeout", &json!(1)),
+        "{late}"
+    );
+    assert!(
+        late["resultJob"]["err"]
+            .as_str()
+            .unwrap()
+            .contains("abandoned"),
+        "{late}"
+    );
+    let quick = other.call("misbehave.sleep", 2, json!(0)).await;
+    assert_eq!(quick["resultJob"], json!({"stored": true}), "{quick}");
+    // The abandoned request counts as pending until its call returns; then only the
+    // `srvQueuePrint` asking is.
+    within(async {
+        while other.call("srvQueuePrint", 3, json!(null)).await["resultJob"]["pending"] != 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let slept = other
+        .call("misbehave.get", 4, json!("misbehave.slept.1500"))
+        .await;
+    assert_eq!(slept["resultJob"], json!({"value": null}), "{slept}");
+    let echo = sleeper.call("misbehave.echo", 5, json!("after")).await;
+    assert_eq!(echo["queryIndex"], 5, "no late answer came first: {echo}");
+}
+
 #[tokio::test]
 async fn guests_reach_the_host_api() {
     let dir = PluginDir::new();

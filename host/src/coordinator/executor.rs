@@ -9,7 +9,8 @@
 //! of several requests in one call, taking them one at a time from a [`Serving`] feed.
 
 use super::message::{Demand, Message};
-use super::route::{call_wasm, lock, serve_wasm_batch, Jobber, Pending, PluginLane};
+use super::route::{call_native, call_wasm, lock, serve_wasm_batch, Jobber, Pending, PluginLane};
+use super::watch::Watch;
 use crate::jobber::{Handler, JobError, Request};
 use crate::plugins::wasm::{Feed, Handout, WasmFactory, WasmInstance};
 use crate::plugins::{CallOutcome, PluginRequest};
@@ -107,22 +108,72 @@ pub(crate) fn spawn(batch: Batch, shared: Arc<Shared>, done: UnboundedSender<Mes
                 run.report(batch, &done);
             });
         }
-        Jobber::Plugin(lane) => {
-            tokio::task::spawn_blocking(move || {
-                let _running = shared.pools.batch_running();
-                let mut run = Run::new(&batch, &shared);
-                let call = context::enter(Arc::clone(&shared.pools), Arc::clone(&lane.namespace));
-                while let Some(demand) = run.next() {
-                    let timeout = run.shared.limits.timeout;
-                    call.begin(demand.peer.id, Instant::now() + timeout);
-                    let outcome = call_plugin(&lane, &demand.request, timeout);
-                    run.settle(demand, outcome, call.seq());
-                }
-                drop(call);
-                run.report(batch, &done);
+        Jobber::Plugin(lane) => spawn_native(batch, lane, shared, done),
+    }
+}
+
+/// Runs a native lane's batch on a blocking thread, under a [`Watch`] whose watchdog task
+/// answers a call that overruns its deadline and ends the batch without it.
+fn spawn_native(
+    batch: Batch,
+    lane: Arc<PluginLane>,
+    shared: Arc<Shared>,
+    done: UnboundedSender<Message>,
+) {
+    let timeout = shared.limits.timeout;
+    let watch = Arc::new(Watch::new(shared.pools.batch_running_owned()));
+    let watchdog = {
+        let watch = Arc::clone(&watch);
+        let lane = Arc::clone(&lane);
+        let (kind, generation) = (batch.kind.clone(), batch.generation);
+        let done = done.clone();
+        async move {
+            let Some(overrun) = watch.overrun(timeout).await else {
+                return;
+            };
+            let request = &overrun.request;
+            tracing::error!(
+                r#type = %request.kind,
+                plugin = %lane.plugin.path.display(),
+                "a native plugin call overran its deadline; its thread is abandoned and may \
+                 still be running"
+            );
+            let err = format!(
+                "jobber did not answer within {timeout:?}; the native plugin's call was \
+                 abandoned"
+            );
+            overrun.peer.reply_error(request, ErrorCode::Timeout, &err);
+            let _ = done.send(Message::Done {
+                kind,
+                generation,
+                retries: overrun.retries,
             });
         }
-    }
+    };
+    tokio::spawn(watchdog);
+    tokio::task::spawn_blocking(move || {
+        let mut run = Run::new(&batch, &shared);
+        let call = context::enter(Arc::clone(&shared.pools), Arc::clone(&lane.namespace));
+        let mut instance = lane.take_native();
+        while let Some(demand) = run.next() {
+            let due = Instant::now() + timeout;
+            call.begin(demand.peer.id, due);
+            watch.begin(&demand, due, &mut run.retries);
+            let request = plugin_request(&demand.request, lane.kind_index);
+            let called = call_native(&lane, &mut instance, &request, timeout);
+            if !watch.end_call() {
+                // Abandoned: the watchdog answered the client and ended the batch.
+                return;
+            }
+            run.settle(demand, outcome(called), call.seq());
+        }
+        drop(call);
+        lane.keep_native(instance);
+        if let Some(retries) = watch.finish(std::mem::take(&mut run.retries)) {
+            run.retries = retries;
+            run.report(batch, &done);
+        }
+    });
 }
 
 /// The bookkeeping of one batch run, the same for every executor.
@@ -361,11 +412,6 @@ async fn call_async(handler: &dyn Handler, request: Request, timeout: Duration) 
         Ok(Err(verdict)) => Outcome::Refused(verdict),
         Err(panic) => Outcome::Crashed(panic_message(panic)),
     }
-}
-
-/// Calls a plugin's jobber on the lane's instance and reads its answer.
-fn call_plugin(lane: &PluginLane, request: &Request, timeout: Duration) -> Outcome {
-    outcome(lane.call(&plugin_request(request, lane.kind_index), timeout))
 }
 
 /// `request` as a plugin receives it.

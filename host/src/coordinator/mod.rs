@@ -11,6 +11,7 @@ mod executor;
 pub(crate) mod message;
 mod plugins;
 mod route;
+mod watch;
 
 use crate::jobber::Handler;
 use crate::server::peer::{Gauge, Peer};

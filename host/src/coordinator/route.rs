@@ -52,7 +52,8 @@ pub(crate) struct PluginLane {
     pub(crate) namespace: Arc<str>,
     /// The lane's type's position in the plugin's declared types.
     pub(crate) kind_index: u32,
-    /// Only the lane's executor uses it, one call at a time; the lock is never contended.
+    /// A native lane's instance, between its batches: each batch's thread takes it for its
+    /// run.
     instance: Mutex<Option<Box<dyn Instance>>>,
     /// A WASM lane's instance, between its batches: each batch's task takes it for its run.
     wasm_instance: Mutex<Option<WasmInstance>>,
@@ -84,23 +85,38 @@ impl PluginLane {
         *lock_slot(&self.wasm_instance) = instance;
     }
 
-    /// Calls the lane's instance, making one first if there is none, and throws it away if
-    /// the call left it unusable.
-    pub(crate) fn call(&self, request: &PluginRequest<'_>, deadline: Duration) -> CallOutcome {
-        let mut slot = lock_slot(&self.instance);
-        if slot.is_none() {
-            match self.plugin.factory.instantiate() {
-                Ok(instance) => *slot = Some(instance),
-                Err(err) => return CallOutcome::Crashed(err.to_string()),
-            }
-        }
-        let instance = slot.as_mut().expect("made above");
-        let outcome = instance.call(request, deadline);
-        if outcome.poisons_instance() {
-            *slot = None;
-        }
-        outcome
+    /// A native lane's instance, for a batch's thread to call ([`call_native`]) and then
+    /// [`keep_native`](Self::keep_native) for the next batch. A batch abandoned at its
+    /// deadline never gives it back, so the next batch makes a fresh one.
+    pub(crate) fn take_native(&self) -> Option<Box<dyn Instance>> {
+        lock_slot(&self.instance).take()
     }
+
+    pub(crate) fn keep_native(&self, instance: Option<Box<dyn Instance>>) {
+        *lock_slot(&self.instance) = instance;
+    }
+}
+
+/// Calls a native lane's instance (`slot`), making one first if there is none, and throws
+/// it away if the call left it unusable.
+pub(crate) fn call_native(
+    lane: &PluginLane,
+    slot: &mut Option<Box<dyn Instance>>,
+    request: &PluginRequest<'_>,
+    deadline: Duration,
+) -> CallOutcome {
+    let instance = match slot {
+        Some(instance) => instance,
+        None => match lane.plugin.factory.instantiate() {
+            Ok(made) => slot.insert(made),
+            Err(err) => return CallOutcome::Crashed(err.to_string()),
+        },
+    };
+    let outcome = instance.call(request, deadline);
+    if outcome.poisons_instance() {
+        *slot = None;
+    }
+    outcome
 }
 
 /// Calls a WASM lane's instance (`slot`), making one first if there is none, and throws it

@@ -7,8 +7,9 @@
 //! is refused with a message instead of being called.
 //!
 //! Native plugins are trusted code: they run in the host's process with its rights, a crash
-//! that is not a caught panic takes the host down, and deadlines are not enforced (native
-//! code cannot be interrupted; the caller may still answer the client with a timeout).
+//! that is not a caught panic takes the host down, and native code cannot be interrupted: a
+//! call that overruns its deadline is abandoned by its executor (`coordinator::watch`), not
+//! stopped.
 
 use super::{
     CallOutcome, Instance, InstanceFactory, LoadError, LoadedPlugin, PluginKind, PluginRequest,
@@ -302,7 +303,8 @@ struct NativeInstance {
 unsafe impl Send for NativeInstance {}
 
 impl Instance for NativeInstance {
-    /// Serves one request. `_deadline` is not enforced: native code cannot be interrupted.
+    /// Serves one request. `_deadline` cannot be enforced here, as native code cannot be
+    /// interrupted; the executor abandons a call that overruns it.
     fn call(&mut self, request: &PluginRequest<'_>, _deadline: Duration) -> CallOutcome {
         {
             let mut kind = self

@@ -14,6 +14,7 @@ use resman_sdk::store;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
+use std::time::Instant;
 
 const OUTSIDE_A_CALL: &str = "the host API is only available while the host is calling the jobber";
 
@@ -224,6 +225,16 @@ pub(crate) fn call_json(op: &str, args: &[u8]) -> JsonAnswer {
     let store_op = |result: Result<JsonAnswer, String>| {
         result.unwrap_or_else(|reason| answer::<(), _>(Err(reason)))
     };
+    // A native call cannot be interrupted: one past its deadline was answered `timeout` and
+    // abandoned, so it must change nothing more (see `coordinator::watch`).
+    if context::with(|call| Instant::now() >= call.deadline) == Some(true) {
+        let reason = format!("{op}: refused, the call is past its deadline");
+        return if op.starts_with("pools.") {
+            pool_op(Err(reason))
+        } else {
+            store_op(Err(reason))
+        };
+    }
     match op {
         "pools.add" => pool_op(parse(op, args).map(|a: sdk::args::Add| {
             let resources = a

@@ -27,8 +27,23 @@ pub(crate) struct Gather {
 impl Gather {
     /// A batch started; it counts as running until the guard drops.
     pub(crate) fn batch(&self) -> Running<'_> {
-        self.running.fetch_add(1, Ordering::AcqRel);
+        self.batch_started();
         Running(self)
+    }
+
+    /// A batch started; [`batch_ended`](Self::batch_ended) must follow exactly once. For a
+    /// guard that cannot borrow the gather; [`batch`](Self::batch) is the usual way.
+    pub(crate) fn batch_started(&self) {
+        self.running.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A batch ended: wakes the committer if it was the last running.
+    pub(crate) fn batch_ended(&self) {
+        if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Some(committer) = self.committer.get() {
+                committer.unpark();
+            }
+        }
     }
 
     /// Registers the calling thread as the committer.
@@ -56,11 +71,7 @@ pub(crate) struct Running<'a>(&'a Gather);
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
-            if let Some(committer) = self.0.committer.get() {
-                committer.unpark();
-            }
-        }
+        self.0.batch_ended();
     }
 }
 

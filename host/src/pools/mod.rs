@@ -57,6 +57,16 @@ const ANSWER_MARGIN: Duration = Duration::from_millis(100);
 const NO_ROOM_RETRY_FIRST: Duration = Duration::from_millis(50);
 const NO_ROOM_RETRY_MAX: Duration = Duration::from_secs(2);
 
+/// A batch counted as running for the committer's gathering until this drops.
+#[must_use = "the batch counts as running until this drops"]
+pub(crate) struct BatchRunning(Arc<Pools>);
+
+impl Drop for BatchRunning {
+    fn drop(&mut self) {
+        self.0.gather.batch_ended();
+    }
+}
+
 /// The pools of one host.
 pub(crate) struct Pools {
     inner: Mutex<Inner>,
@@ -210,6 +220,13 @@ impl Pools {
     /// gathers its records into one sync (see [`gather`]).
     pub(crate) fn batch_running(&self) -> gather::Running<'_> {
         self.gather.batch()
+    }
+
+    /// [`batch_running`](Self::batch_running) as a guard that owns its handle on the pools,
+    /// for a batch whose end may be declared by another task than the one running it.
+    pub(crate) fn batch_running_owned(self: &Arc<Self>) -> BatchRunning {
+        self.gather.batch_started();
+        BatchRunning(Arc::clone(self))
     }
 
     /// Runs one operation under the lock, journals its records and answers the waiters it
