@@ -121,7 +121,7 @@ fn spawn_native(
     done: UnboundedSender<Message>,
 ) {
     let timeout = shared.limits.timeout;
-    let watch = Arc::new(Watch::new(shared.pools.batch_running_owned()));
+    let watch = Arc::new(Watch::new(shared.pools.batch_running()));
     let watchdog = {
         let watch = Arc::clone(&watch);
         let lane = Arc::clone(&lane);

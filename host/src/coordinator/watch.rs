@@ -158,7 +158,7 @@ mod tests {
     }
 
     fn watch() -> Arc<Watch> {
-        Arc::new(Watch::new(Pools::in_memory().batch_running_owned()))
+        Arc::new(Watch::new(Pools::in_memory().batch_running()))
     }
 
     #[tokio::test]

@@ -25,14 +25,8 @@ pub(crate) struct Gather {
 }
 
 impl Gather {
-    /// A batch started; it counts as running until the guard drops.
-    pub(crate) fn batch(&self) -> Running<'_> {
-        self.batch_started();
-        Running(self)
-    }
-
-    /// A batch started; [`batch_ended`](Self::batch_ended) must follow exactly once. For a
-    /// guard that cannot borrow the gather; [`batch`](Self::batch) is the usual way.
+    /// A batch started; [`batch_ended`](Self::batch_ended) must follow exactly once (the
+    /// pools' `BatchRunning` guard pairs them).
     pub(crate) fn batch_started(&self) {
         self.running.fetch_add(1, Ordering::AcqRel);
     }
@@ -64,17 +58,6 @@ impl Gather {
     }
 }
 
-/// A running batch; dropping it (the batch finished, or its task ended some other way)
-/// wakes the committer if it was the last.
-#[must_use = "the batch counts as running until this drops"]
-pub(crate) struct Running<'a>(&'a Gather);
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        self.0.batch_ended();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,10 +79,10 @@ mod tests {
         let batch = {
             let gather = Arc::clone(&gather);
             std::thread::spawn(move || {
-                let running = gather.batch();
+                gather.batch_started();
                 started_tx.send(()).unwrap();
                 finish_rx.recv().unwrap();
-                drop(running);
+                gather.batch_ended();
             })
         };
         started_rx.recv().unwrap();

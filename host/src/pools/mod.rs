@@ -57,7 +57,10 @@ const ANSWER_MARGIN: Duration = Duration::from_millis(100);
 const NO_ROOM_RETRY_FIRST: Duration = Duration::from_millis(50);
 const NO_ROOM_RETRY_MAX: Duration = Duration::from_secs(2);
 
-/// A batch counted as running for the committer's gathering until this drops.
+/// A batch counted as running for the committer's gathering until this drops (the batch
+/// finished, its task ended some other way, or it was abandoned at its deadline); the last
+/// to drop wakes the committer. It owns its handle on the pools, so that a batch's end may be
+/// declared by another task than the one running it.
 #[must_use = "the batch counts as running until this drops"]
 pub(crate) struct BatchRunning(Arc<Pools>);
 
@@ -218,13 +221,7 @@ impl Pools {
 
     /// Counts a lane's batch as running while the guard lives, so that the committer
     /// gathers its records into one sync (see [`gather`]).
-    pub(crate) fn batch_running(&self) -> gather::Running<'_> {
-        self.gather.batch()
-    }
-
-    /// [`batch_running`](Self::batch_running) as a guard that owns its handle on the pools,
-    /// for a batch whose end may be declared by another task than the one running it.
-    pub(crate) fn batch_running_owned(self: &Arc<Self>) -> BatchRunning {
+    pub(crate) fn batch_running(self: &Arc<Self>) -> BatchRunning {
         self.gather.batch_started();
         BatchRunning(Arc::clone(self))
     }
