@@ -195,13 +195,14 @@ async fn misbehaving_wasm_guests_answer_errors_and_the_host_serves_on() {
 
 /// A host serving `misbehave.wasm`, whose `misbehave.spin` spins until its 2 s deadline.
 async fn spinning_host() -> (PluginDir, TestHost) {
-    misbehave_host(Duration::from_secs(2)).await
+    misbehave_host("misbehave.wasm", Duration::from_secs(2)).await
 }
 
-/// A host serving `misbehave.wasm` under a jobber deadline of `timeout`.
-async fn misbehave_host(timeout: Duration) -> (PluginDir, TestHost) {
+/// A host serving the `misbehave` fixture built as `file` (`misbehave.wasm` or
+/// `misbehave.so`) under a jobber deadline of `timeout`.
+async fn misbehave_host(file: &str, timeout: Duration) -> (PluginDir, TestHost) {
     let dir = PluginDir::new();
-    dir.drop_in("misbehave.wasm", "misbehave.wasm");
+    dir.drop_in(file, file);
     let config = resman::Config {
         jobber_timeout: timeout,
         ..dir.config()
@@ -255,7 +256,7 @@ async fn a_spinning_wasm_guest_holds_its_lane_but_not_the_thread() {
 /// other request of the batch is answered as if alone.
 #[tokio::test]
 async fn misbehaving_requests_in_one_batch_end_alone_and_the_rest_are_answered() {
-    let (_dir, host) = misbehave_host(Duration::from_millis(300)).await;
+    let (_dir, host) = misbehave_host("misbehave.wasm", Duration::from_millis(300)).await;
     let mut conn = host.raw().await;
     let mut watcher = host.raw().await;
     conn.send("misbehave.as-told", 0, json!("spin")).await;
@@ -337,13 +338,7 @@ async fn a_panicking_native_plugin_answers_jobber_failed_and_the_host_serves_on(
 /// write it makes after its deadline is refused.
 #[tokio::test]
 async fn a_native_call_past_its_deadline_is_answered_timeout_and_its_type_is_served_on() {
-    let dir = PluginDir::new();
-    dir.drop_in("misbehave.so", "misbehave.so");
-    let config = resman::Config {
-        jobber_timeout: Duration::from_millis(300),
-        ..dir.config()
-    };
-    let host = TestHost::start(Host::builder(), config).await;
+    let (_dir, host) = misbehave_host("misbehave.so", Duration::from_millis(300)).await;
     let mut sleeper = host.raw().await;
     let mut other = host.raw().await;
     sleeper.send("misbehave.sleep", 1, json!(1_500)).await;
