@@ -1,5 +1,7 @@
 //! When the committer syncs: at once when no batch is running, otherwise once the running
-//! batches have finished or [`GATHER_CAP`] has passed, whichever comes first.
+//! batches have finished or [`GATHER_CAP`] has passed, whichever comes first; and then, when
+//! the records it would sync are few while records are arriving fast, a little later still
+//! (see [`Pace`]).
 //!
 //! Committing as soon as there is anything to commit keeps latency lowest when the host is
 //! idle between requests, but under load it syncs a few dozen records at a time, thousands of
@@ -15,6 +17,20 @@ use std::time::{Duration, Instant};
 
 /// The longest the committer holds back a sync for running batches.
 pub(crate) const GATHER_CAP: Duration = Duration::from_micros(500);
+
+/// A sync of fewer records than this is worth holding back for more while they arrive fast.
+pub(crate) const LINGER_TARGET: usize = 32;
+
+/// The longest the committer lingers for more records.
+pub(crate) const LINGER_CAP: Duration = Duration::from_micros(100);
+
+/// The committer lingers only when records have lately arrived fast enough to bring at least
+/// this many more within [`LINGER_CAP`].
+const LINGER_WORTH: f64 = 4.0;
+
+/// How far back the arrival rate looks: a take this long after the previous one replaces the
+/// rate with its own, a closer one moves the rate towards its own in proportion.
+const RATE_MEMORY: Duration = Duration::from_millis(1);
 
 /// The running batches, as the committer's gathering sees them.
 #[derive(Debug, Default)]
@@ -55,6 +71,49 @@ impl Gather {
             }
             std::thread::park_timeout(left);
         }
+    }
+}
+
+/// How fast records arrive, as the committer sees it at each take, and whether a few records
+/// should wait for more.
+///
+/// Under a load of many clients each waiting for its answer before it sends again (50
+/// connections with one request in flight each, say), a sync releases a dozen answers, their
+/// clients' next requests arrive during the next sync, and syncs follow each other with a dozen
+/// records each. Every sync costs the same CPU whatever it carries (its `fdatasync` kicks the
+/// disk and wakes threads): measured here, 14% of the host's CPU at 15 records a sync. Holding a
+/// small sync back for up to [`LINGER_CAP`] while records keep arriving doubles what it
+/// carries; measured at (50,1), the host used less CPU per request and served more requests,
+/// with lower latency too, since the CPU saved served the clients sooner. A host serving a
+/// few clients, whose records arrive too slowly for the linger to gather any, never lingers:
+/// their requests keep the latency of one sync.
+#[derive(Debug, Default)]
+pub(crate) struct Pace {
+    /// Records per microsecond, smoothed over about [`RATE_MEMORY`].
+    rate: f64,
+    /// When the committer last took the unwritten records.
+    last_take: Option<Instant>,
+}
+
+impl Pace {
+    /// How long to linger for more records when `unwritten` are ready to sync: none when they
+    /// are enough, or when records arrive too slowly to be worth waiting for.
+    pub(crate) fn linger(&self, unwritten: usize) -> Option<Duration> {
+        let expected = self.rate * LINGER_CAP.as_secs_f64() * 1e6;
+        (unwritten < LINGER_TARGET && expected >= LINGER_WORTH).then_some(LINGER_CAP)
+    }
+
+    /// The committer took `count` records to sync at `now`: they arrived since the last take.
+    pub(crate) fn taken(&mut self, count: usize, now: Instant) {
+        if let Some(last) = self.last_take {
+            let span = now.saturating_duration_since(last).as_secs_f64();
+            if span > 0.0 {
+                let sample = count as f64 / (span * 1e6);
+                let weight = (span / RATE_MEMORY.as_secs_f64()).min(1.0);
+                self.rate += (sample - self.rate) * weight;
+            }
+        }
+        self.last_take = Some(now);
     }
 }
 
@@ -104,5 +163,62 @@ mod tests {
             "woken when the batch finished, not at the cap"
         );
         assert_eq!(gather.running.load(Ordering::Acquire), 0);
+    }
+
+    /// Takes of `count` records, `every` apart, starting at `start`; returns the last one's
+    /// instant.
+    fn takes(pace: &mut Pace, start: Instant, every: Duration, count: usize, n: u32) -> Instant {
+        let mut at = start;
+        for _ in 0..n {
+            at += every;
+            pace.taken(count, at);
+        }
+        at
+    }
+
+    #[test]
+    fn records_arriving_fast_make_a_small_sync_linger_and_a_large_one_go_at_once() {
+        let mut pace = Pace::default();
+        // 15 records every 250 µs: 6 expected within the cap.
+        takes(
+            &mut pace,
+            Instant::now(),
+            Duration::from_micros(250),
+            15,
+            20,
+        );
+        assert_eq!(pace.linger(15), Some(LINGER_CAP));
+        assert_eq!(pace.linger(LINGER_TARGET - 1), Some(LINGER_CAP));
+        assert_eq!(pace.linger(LINGER_TARGET), None);
+        assert_eq!(pace.linger(300), None);
+    }
+
+    #[test]
+    fn records_arriving_slowly_never_linger() {
+        let mut pace = Pace::default();
+        assert_eq!(
+            pace.linger(1),
+            None,
+            "nothing is known before the first take"
+        );
+        // One client: one record every 250 µs, under half a record within the cap.
+        takes(&mut pace, Instant::now(), Duration::from_micros(250), 1, 40);
+        assert_eq!(pace.linger(1), None);
+    }
+
+    #[test]
+    fn a_pause_forgets_a_fast_rate_at_once() {
+        let mut pace = Pace::default();
+        let fast = takes(
+            &mut pace,
+            Instant::now(),
+            Duration::from_micros(250),
+            15,
+            20,
+        );
+        assert!(pace.linger(1).is_some());
+        // The first record after a pause of a second syncs at once.
+        pace.taken(1, fast + Duration::from_secs(1));
+        assert_eq!(pace.linger(1), None);
     }
 }

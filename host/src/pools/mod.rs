@@ -600,6 +600,7 @@ impl Pools {
     fn commit_batches(&self, mut keeper: Keeper<'_>, mut journal: Journal, sizes: Sizes) {
         let mut records = Vec::new();
         let mut frames = Vec::new();
+        let mut pace = gather::Pace::default();
         self.gather.register_committer();
         loop {
             let (seq, snapshot, roll_at) = {
@@ -618,7 +619,11 @@ impl Pools {
                     drop(inner);
                     self.gather.wait(gather::GATHER_CAP);
                     inner = self.lock();
+                    if let Some(linger) = pace.linger(inner.unwritten.len()) {
+                        inner = self.linger(inner, Instant::now() + linger);
+                    }
                 }
+                pace.taken(inner.unwritten.len(), Instant::now());
                 std::mem::swap(&mut records, &mut inner.unwritten);
                 // The snapshot must be of the state these records leave, so it is taken
                 // now, under the lock, once the journal has reached its roll size (which
@@ -671,6 +676,26 @@ impl Pools {
                 }
             }
         }
+    }
+
+    /// Waits, on the committer thread, until [`gather::LINGER_TARGET`] records are unwritten,
+    /// the host stops, or `until`. Nothing wakes it for each record: it looks again whenever
+    /// the last running batch ends (the gathering's wake), which is when records come.
+    fn linger<'a>(
+        &'a self,
+        mut inner: MutexGuard<'a, Inner>,
+        until: Instant,
+    ) -> MutexGuard<'a, Inner> {
+        while inner.unwritten.len() < gather::LINGER_TARGET && !inner.stopping {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            drop(inner);
+            std::thread::park_timeout(left);
+            inner = self.lock();
+        }
+        inner
     }
 
     /// Commits `frames`. When the disk has no room for them (none of them was written), the
