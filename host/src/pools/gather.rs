@@ -63,14 +63,22 @@ impl Gather {
 
     /// Waits, on the committer thread, until no batch is running or `cap` has passed.
     pub(crate) fn wait(&self, cap: Duration) {
-        let until = Instant::now() + cap;
-        while self.running.load(Ordering::Acquire) > 0 {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            std::thread::park_timeout(left);
+        park_until(Instant::now() + cap, || {
+            self.running.load(Ordering::Acquire) == 0
+        });
+    }
+}
+
+/// Parks the committer thread until `done` holds or `until` has passed. `done` is asked at
+/// once and again at every wake: the committer is unparked when the last running batch ends
+/// (see [`Gather::batch_ended`]), which is also when records come.
+pub(crate) fn park_until(until: Instant, mut done: impl FnMut() -> bool) {
+    while !done() {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
         }
+        std::thread::park_timeout(left);
     }
 }
 

@@ -620,7 +620,12 @@ impl Pools {
                     self.gather.wait(gather::GATHER_CAP);
                     inner = self.lock();
                     if let Some(linger) = pace.linger(inner.unwritten.len()) {
-                        inner = self.linger(inner, Instant::now() + linger);
+                        drop(inner);
+                        gather::park_until(Instant::now() + linger, || {
+                            let inner = self.lock();
+                            inner.unwritten.len() >= gather::LINGER_TARGET || inner.stopping
+                        });
+                        inner = self.lock();
                     }
                 }
                 pace.taken(inner.unwritten.len(), Instant::now());
@@ -676,26 +681,6 @@ impl Pools {
                 }
             }
         }
-    }
-
-    /// Waits, on the committer thread, until [`gather::LINGER_TARGET`] records are unwritten,
-    /// the host stops, or `until`. Nothing wakes it for each record: it looks again whenever
-    /// the last running batch ends (the gathering's wake), which is when records come.
-    fn linger<'a>(
-        &'a self,
-        mut inner: MutexGuard<'a, Inner>,
-        until: Instant,
-    ) -> MutexGuard<'a, Inner> {
-        while inner.unwritten.len() < gather::LINGER_TARGET && !inner.stopping {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            drop(inner);
-            std::thread::park_timeout(left);
-            inner = self.lock();
-        }
-        inner
     }
 
     /// Commits `frames`. When the disk has no room for them (none of them was written), the
