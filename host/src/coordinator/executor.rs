@@ -83,33 +83,45 @@ pub(crate) fn spawn(batch: Batch, shared: Arc<Shared>, done: UnboundedSender<Mes
             });
         }
         Jobber::Plugin(lane) if lane.plugin.factory.wasm().is_some() => {
-            tokio::spawn(async move {
-                let _running = shared.pools.batch_running();
-                let wasm = lane.plugin.factory.wasm().expect("a WASM lane");
-                let mut run = Run::new(&batch, &shared);
-                let mut call =
-                    context::Kept::new(Arc::clone(&shared.pools), Arc::clone(&lane.namespace));
-                let mut instance = lane.take();
-                if lock(&run.pending).len() > 1 && wasm.serves_batches() {
-                    let kind = lane.kind_index;
-                    run = serve_batches(wasm, &mut instance, &mut call, run, kind).await;
-                }
-                // One call per request: a batch of one, a plugin without `serve-batch`, or
-                // what its `serve-batch` left.
-                while let Some(demand) = run.next() {
-                    let due = Instant::now() + run.shared.limits.timeout;
-                    call.begin(demand.peer.id, due);
-                    let plugin_request = plugin_request(&demand.request, lane.kind_index);
-                    let called = call_wasm(wasm, &mut instance, &plugin_request, due);
-                    let outcome = outcome(context::within(&mut call, called).await);
-                    run.settle(demand, outcome, call.seq());
-                }
-                lane.keep(instance);
-                run.report(batch, &done);
-            });
+            // Boxed: this future holds a whole WASM call's state (about 2 KB), and tokio
+            // moves a spawned future several times before its first poll. A box moves as a
+            // pointer; unboxed, the copies cost more than the batch's host calls at one
+            // request per batch.
+            tokio::spawn(Box::pin(run_wasm(batch, lane, shared, done)));
         }
         Jobber::Plugin(lane) => spawn_native(batch, lane, shared, done),
     }
+}
+
+/// Runs a WASM lane's batch: in `serve-batch` calls when the plugin exports it and more
+/// than one request waits, otherwise (and for what those calls leave) one call per request.
+async fn run_wasm(
+    batch: Batch,
+    lane: Arc<PluginLane>,
+    shared: Arc<Shared>,
+    done: UnboundedSender<Message>,
+) {
+    let _running = shared.pools.batch_running();
+    let wasm = lane.plugin.factory.wasm().expect("a WASM lane");
+    let mut run = Run::new(&batch, &shared);
+    let mut call = context::Kept::new(Arc::clone(&shared.pools), Arc::clone(&lane.namespace));
+    let mut instance = lane.take();
+    if lock(&run.pending).len() > 1 && wasm.serves_batches() {
+        let kind = lane.kind_index;
+        run = serve_batches(wasm, &mut instance, &mut call, run, kind).await;
+    }
+    // One call per request: a batch of one, a plugin without `serve-batch`, or
+    // what its `serve-batch` left.
+    while let Some(demand) = run.next() {
+        let due = Instant::now() + run.shared.limits.timeout;
+        call.begin(demand.peer.id, due);
+        let plugin_request = plugin_request(&demand.request, lane.kind_index);
+        let called = call_wasm(wasm, &mut instance, &plugin_request, due);
+        let outcome = outcome(context::within(&mut call, called).await);
+        run.settle(demand, outcome, call.seq());
+    }
+    lane.keep(instance);
+    run.report(batch, &done);
 }
 
 /// Runs a native lane's batch on a blocking thread, under a [`Watch`] whose watchdog task

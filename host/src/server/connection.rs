@@ -14,7 +14,7 @@ use resman_sdk::protocol::ErrorCode;
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{ready, Poll};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
@@ -95,11 +95,18 @@ impl Connection {
         // Its own handle, so that waiting for answers does not borrow the connection the
         // read needs.
         let peer = Arc::clone(&self.peer);
+        // Both waits live across the loop's turns: made anew at each turn, each would join
+        // and leave its waiter list (a lock each) at every read and every answer.
+        let mut drained = pin!(drained.cancelled());
+        let mut woken = pin!(peer.wake.notified());
         loop {
             tokio::select! {
                 biased;
-                _ = drained.cancelled() => return self.flush().await,
-                _ = peer.wake.notified() => self.flush().await?,
+                () = drained.as_mut() => return self.flush().await,
+                () = woken.as_mut() => {
+                    woken.set(peer.wake.notified());
+                    self.flush().await?;
+                }
                 read = self.read() => match read? {
                     Read::More => self.flush().await?,
                     Read::Closed => return Ok(()),
