@@ -15,7 +15,9 @@ use crate::jobber::{Handler, JobError, Request};
 use crate::plugins::wasm::{Feed, Handout, WasmFactory, WasmInstance};
 use crate::plugins::{CallOutcome, PluginRequest};
 use crate::pools::context;
+use crate::pools::durability::Durability;
 use crate::pools::Pools;
+use crate::server::peer::Answers;
 use futures_util::FutureExt;
 use resman_sdk::protocol::ErrorCode;
 use serde_json::Value;
@@ -232,20 +234,10 @@ impl Run {
             }
         }
         let timeout = self.shared.limits.timeout;
-        if seq == 0 {
-            answer(&demand, outcome, timeout);
-            return;
+        let held = (seq != 0).then(|| (seq, self.shared.pools.durability()));
+        if answer(&demand, outcome, timeout, held) {
+            demand.answer_held();
         }
-        self.shared.pools.durability().after(
-            seq,
-            Box::new(move |stored| match stored {
-                Ok(()) => answer(&demand, outcome, timeout),
-                Err(reason) => {
-                    let err = format!("the request's effects could not be stored: {reason}");
-                    fail(&demand, &err);
-                }
-            }),
-        );
     }
 
     fn report(self, batch: Batch, done: &UnboundedSender<Message>) {
@@ -351,36 +343,40 @@ impl Feed for Serving {
     }
 }
 
-/// Answers the client how the call ended.
-fn answer(demand: &Demand, outcome: Outcome, timeout: Duration) {
+/// Answers the client how the call ended; with `held`, once that seq is durable. Returns
+/// whether the answer was held.
+fn answer(
+    demand: &Demand,
+    outcome: Outcome,
+    timeout: Duration,
+    held: Option<(u64, &Durability)>,
+) -> bool {
     let request = &demand.request;
+    let to = demand.peer.answers(held);
     match outcome {
-        Outcome::Done(value) => demand.peer.reply(request, value),
-        Outcome::DoneJson(json) => {
-            if let Err(err) = demand.peer.reply_json(request, &json) {
-                fail(demand, &format!("plugin answered invalid JSON: {err}"));
-            }
-        }
-        Outcome::Refused(verdict) => fail(demand, verdict.reason()),
+        Outcome::Done(value) => to.reply(request, value),
+        Outcome::DoneJson(json) => match to.reply_json(request, &json) {
+            Ok(held) => held,
+            Err(err) => fail(&to, demand, &format!("plugin answered invalid JSON: {err}")),
+        },
+        Outcome::Refused(verdict) => fail(&to, demand, verdict.reason()),
         Outcome::Rejected { code, message } => {
             if is_error_code(&code) {
-                demand.peer.reply_error_code(request, &code, &message);
+                to.reply_error_code(request, &code, &message)
             } else {
-                fail(
-                    demand,
-                    &format!(
-                        "jobber rejected the request with a malformed code {code:?}: {message}"
-                    ),
+                let err = format!(
+                    "jobber rejected the request with a malformed code {code:?}: {message}"
                 );
+                fail(&to, demand, &err)
             }
         }
         Outcome::TimedOut => {
             let err = format!("jobber did not answer within {timeout:?}");
-            demand.peer.reply_error(request, ErrorCode::Timeout, &err);
+            to.reply_error(request, ErrorCode::Timeout, &err)
         }
         Outcome::Crashed(message) => {
             tracing::warn!(r#type = %request.kind, reason = %message, "jobber crashed");
-            fail(demand, &message);
+            fail(&to, demand, &message)
         }
     }
 }
@@ -390,16 +386,15 @@ fn is_error_code(code: &str) -> bool {
     (1..=32).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
 }
 
-fn fail(demand: &Demand, reason: &str) {
+/// Answers `demand` with a jobber's failure; returns whether the answer was held.
+fn fail(to: &Answers<'_>, demand: &Demand, reason: &str) -> bool {
     let attempts = demand.request.attempt;
     let err = if attempts > 1 {
         format!("{reason} (after {attempts} attempts)")
     } else {
         reason.to_owned()
     };
-    demand
-        .peer
-        .reply_error(&demand.request, ErrorCode::JobberFailed, &err);
+    to.reply_error(&demand.request, ErrorCode::JobberFailed, &err)
 }
 
 /// Calls an in-process jobber. A future that is ready at once (the common case for quick

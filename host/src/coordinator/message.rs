@@ -10,13 +10,16 @@ use std::sync::Arc;
 ///
 /// Counted as pending on its peer from creation until it is dropped, so every way a request
 /// can end — answered, discarded after a disconnect, refused at shutdown — releases its
-/// place in the back-pressure bounds exactly once.
+/// place in the back-pressure bounds exactly once. An answer held for a sync keeps the place
+/// until the peer releases it (see [`Demand::answer_held`]).
 #[derive(Debug)]
 pub(crate) struct Demand {
     pub(crate) request: Request,
     pub(crate) peer: Arc<Peer>,
     /// The reason the last attempt asked for a retry.
     pub(crate) last_error: Option<String>,
+    /// Whether the request still counts as pending on its peer when dropped.
+    counted: bool,
 }
 
 impl Demand {
@@ -26,13 +29,22 @@ impl Demand {
             request,
             peer,
             last_error: None,
+            counted: true,
         }
+    }
+
+    /// The answer was held in the peer's outbox for a sync: the peer counts the request as
+    /// pending until it releases the answer.
+    pub(crate) fn answer_held(mut self) {
+        self.counted = false;
     }
 }
 
 impl Drop for Demand {
     fn drop(&mut self) {
-        self.peer.finish_one();
+        if self.counted {
+            self.peer.finish(1);
+        }
     }
 }
 

@@ -2,111 +2,140 @@
 //!
 //! A pool operation changes memory at once and gets a journal seq; the answer of the request
 //! that made (or saw) it may leave only when the committer has synced that seq. Jobbers do not
-//! wait for that: the executor hands the answer here with its seq and moves on to the next
-//! request, and the committer releases every answer its sync covered. That is what lets one
-//! fsync cover a whole batch of grants (group commit) without slowing the lane down.
+//! wait for that: the executor writes the answer into its connection's outbox, held there with
+//! its seq, and moves on to the next request; the connection is [`watch`]ed here, and the
+//! committer's sync releases what it covered. That is what lets one fsync cover a whole batch
+//! of grants (group commit) without slowing the lane down.
 //!
-//! Released answers run on a task of the server's runtime when one is [`deliver`]ing, not on
-//! the committer thread: an answer wakes its connection's writer, and a wake from inside the
-//! runtime is a queue push where one from a foreign thread is a futex call per connection.
+//! Answers are encoded while the sync is under way, so what a sync's end sets off is only a
+//! wake per connection, not the encoding of every answer it covered. Those wakes run on a
+//! task of the server's runtime when one is [`deliver`]ing, not on the committer thread: a
+//! wake from inside the runtime is a queue push where one from a foreign thread is a futex
+//! call per connection.
 //!
+//! [`watch`]: Durability::watch
 //! [`deliver`]: Durability::deliver
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 
-/// An answer waiting for its seq to be durable; called with `Err` (a reason) if the store
-/// failed instead.
-pub(crate) type Held = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// Something holding answers back until a seq is durable: a connection's outbox.
+pub(crate) trait Waiter: Send + Sync {
+    /// Everything up to `durable` is on disk: release what that covers. Returns the seq the
+    /// waiter still waits for, if it holds anything more.
+    fn reached(&self, durable: u64) -> Option<u64>;
 
-/// The durable seq and the answers waiting for it.
+    /// The store failed: every held answer becomes an error saying `reason`.
+    fn failed(&self, reason: &str);
+}
+
+/// The durable seq and who waits for it.
 #[derive(Default)]
 pub(crate) struct Durability {
-    gate: Mutex<Gate>,
-    /// The task that runs released answers, once the server started it.
+    gate: Arc<Gate>,
+    /// The task that releases waiters, once the server started it.
     courier: OnceLock<mpsc::UnboundedSender<Parcel>>,
 }
 
 /// What the courier task is handed.
 enum Parcel {
-    /// Answers to run, with how their store ended.
-    Answers(Vec<Held>, Result<(), String>),
+    /// Waiters whose seq is durable, and the seq that is.
+    Reached(Vec<Arc<dyn Waiter>>, u64),
+    /// Waiters to fail, with why.
+    Failed(Vec<Arc<dyn Waiter>>, String),
     /// Acknowledged once every parcel sent before it ran.
     Flush(oneshot::Sender<()>),
 }
 
 #[derive(Default)]
 struct Gate {
-    durable: u64,
+    /// The durable seq, readable without the lock; only written under it.
+    durable: AtomicU64,
+    state: Mutex<GateState>,
+}
+
+#[derive(Default)]
+struct GateState {
     failed: Option<String>,
-    held: Vec<(u64, Held)>,
+    waiting: Vec<(u64, Arc<dyn Waiter>)>,
+}
+
+/// How a [`Gate::register`] went.
+enum Registered {
+    Waiting,
+    Durable(u64),
+    Failed(String),
 }
 
 impl Durability {
-    /// Runs `answer` once `seq` is durable: now, if it already is.
-    pub(crate) fn after(&self, seq: u64, answer: Held) {
-        let mut gate = self.lock();
-        if let Some(reason) = &gate.failed {
-            let reason = reason.clone();
-            drop(gate);
-            answer(Err(reason));
-        } else if seq <= gate.durable {
-            drop(gate);
-            answer(Ok(()));
-        } else {
-            gate.held.push((seq, answer));
-        }
+    /// The highest seq known durable. Lock-free: an answer whose seq is at most this needs no
+    /// holding at all.
+    pub(crate) fn durable(&self) -> u64 {
+        self.gate.durable.load(Ordering::Acquire)
+    }
+
+    /// Has `waiter` told when `seq` is durable (or the store failed): at once, on this
+    /// thread, if it already is. A waiter is watched once at a time: it is watched again for
+    /// what it still holds when it answers [`Waiter::reached`].
+    pub(crate) fn watch(&self, seq: u64, waiter: Arc<dyn Waiter>) {
+        self.gate.watch(seq, waiter);
     }
 
     /// Whether `seq` is durable.
     #[cfg(test)]
     pub(crate) fn is_durable(&self, seq: u64) -> bool {
-        seq <= self.lock().durable
+        seq <= self.durable()
     }
 
-    /// Everything up to `seq` is on disk: releases the answers that waited for it.
+    /// Everything up to `seq` is on disk: releases the waiters that waited for it.
     pub(crate) fn publish(&self, seq: u64) {
-        let due: Vec<Held> = {
-            let mut gate = self.lock();
-            gate.durable = gate.durable.max(seq);
-            let durable = gate.durable;
-            let due = gate.held.extract_if(.., |(at, _)| *at <= durable);
-            due.map(|(_, answer)| answer).collect()
+        let (due, durable) = {
+            let mut state = self.gate.lock();
+            let durable = self.gate.durable.load(Ordering::Relaxed).max(seq);
+            self.gate.durable.store(durable, Ordering::Release);
+            let due = state.waiting.extract_if(.., |(at, _)| *at <= durable);
+            (due.map(|(_, waiter)| waiter).collect::<Vec<_>>(), durable)
         };
-        self.release(due, Ok(()));
+        if !due.is_empty() {
+            self.send(Parcel::Reached(due, durable));
+        }
     }
 
-    /// The store failed: every waiting and later answer gets `reason` instead.
+    /// The store failed: every waiting and later held answer gets `reason` instead.
     pub(crate) fn fail(&self, reason: String) {
-        let held = {
-            let mut gate = self.lock();
-            gate.failed = Some(reason.clone());
-            std::mem::take(&mut gate.held)
+        let waiting = {
+            let mut state = self.gate.lock();
+            state.failed = Some(reason.clone());
+            std::mem::take(&mut state.waiting)
         };
-        let held = held.into_iter().map(|(_, answer)| answer).collect();
-        self.release(held, Err(reason));
+        let waiting: Vec<_> = waiting.into_iter().map(|(_, waiter)| waiter).collect();
+        if !waiting.is_empty() {
+            self.send(Parcel::Failed(waiting, reason));
+        }
     }
 
-    /// From now on, released answers run on a task spawned on the current tokio runtime.
+    /// From now on, waiters are released on a task spawned on the current tokio runtime.
     /// Call [`flushed`](Self::flushed) before telling connections to finish.
     pub(crate) fn deliver(&self) {
         let (parcels, mut inbox) = mpsc::unbounded_channel();
         if self.courier.set(parcels).is_err() {
             return;
         }
+        let gate = Arc::clone(&self.gate);
         tokio::spawn(async move {
             while let Some(parcel) = inbox.recv().await {
                 match parcel {
-                    Parcel::Answers(answers, stored) => run(answers, &stored),
                     Parcel::Flush(done) => {
                         let _ = done.send(());
                     }
+                    parcel => gate.release(parcel),
                 }
             }
         });
     }
 
-    /// Waits until every answer released so far has run.
+    /// Waits until every waiter released so far has been told.
     pub(crate) async fn flushed(&self) {
         let Some(courier) = self.courier.get() else {
             return;
@@ -117,79 +146,140 @@ impl Durability {
         }
     }
 
-    fn release(&self, answers: Vec<Held>, stored: Result<(), String>) {
-        if answers.is_empty() {
-            return;
-        }
+    fn send(&self, parcel: Parcel) {
         let Some(courier) = self.courier.get() else {
-            return run(answers, &stored);
+            return self.gate.release(parcel);
         };
-        if let Err(mpsc::error::SendError(Parcel::Answers(answers, stored))) =
-            courier.send(Parcel::Answers(answers, stored))
-        {
-            // The runtime is gone: answer here rather than never.
-            run(answers, &stored);
+        if let Err(mpsc::error::SendError(parcel)) = courier.send(parcel) {
+            // The runtime is gone: release here rather than never.
+            self.gate.release(parcel);
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Gate> {
-        self.gate
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-fn run(answers: Vec<Held>, stored: &Result<(), String>) {
-    for answer in answers {
-        answer(stored.clone());
+impl Gate {
+    fn watch(&self, mut seq: u64, waiter: Arc<dyn Waiter>) {
+        loop {
+            match self.register(seq, &waiter) {
+                Registered::Waiting => return,
+                Registered::Failed(reason) => return waiter.failed(&reason),
+                Registered::Durable(durable) => match waiter.reached(durable) {
+                    Some(next) => seq = next,
+                    None => return,
+                },
+            }
+        }
+    }
+
+    fn register(&self, seq: u64, waiter: &Arc<dyn Waiter>) -> Registered {
+        let mut state = self.lock();
+        if let Some(reason) = &state.failed {
+            return Registered::Failed(reason.clone());
+        }
+        let durable = self.durable.load(Ordering::Relaxed);
+        if seq <= durable {
+            return Registered::Durable(durable);
+        }
+        state.waiting.push((seq, Arc::clone(waiter)));
+        Registered::Waiting
+    }
+
+    fn release(&self, parcel: Parcel) {
+        match parcel {
+            Parcel::Reached(waiters, durable) => {
+                for waiter in waiters {
+                    if let Some(next) = waiter.reached(durable) {
+                        self.watch(next, waiter);
+                    }
+                }
+            }
+            Parcel::Failed(waiters, reason) => {
+                for waiter in waiters {
+                    waiter.failed(&reason);
+                }
+            }
+            Parcel::Flush(done) => drop(done.send(())),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
 
-    fn recorder() -> (Arc<Mutex<Vec<String>>>, impl Fn(&'static str) -> Held) {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let make = {
-            let seen = seen.clone();
-            move |name: &'static str| -> Held {
-                let seen = seen.clone();
-                Box::new(move |result| {
-                    let line = match result {
-                        Ok(()) => name.to_owned(),
-                        Err(reason) => format!("{name}: {reason}"),
-                    };
-                    seen.lock().unwrap().push(line);
-                })
+    /// A waiter holding answers named by their seq, in order.
+    #[derive(Default)]
+    struct Answers {
+        held: Mutex<Vec<u64>>,
+        seen: Mutex<Vec<String>>,
+    }
+
+    impl Answers {
+        /// Holds an answer needing `seq`, watched as a connection's outbox would be.
+        fn hold(self: &Arc<Self>, durability: &Durability, seq: u64) {
+            let first = {
+                let mut held = self.held.lock().unwrap();
+                held.push(seq);
+                held.len() == 1
+            };
+            if first {
+                durability.watch(seq, self.clone());
             }
-        };
-        (seen, make)
+        }
+
+        fn seen(&self) -> Vec<String> {
+            self.seen.lock().unwrap().clone()
+        }
+    }
+
+    impl Waiter for Answers {
+        fn reached(&self, durable: u64) -> Option<u64> {
+            let mut held = self.held.lock().unwrap();
+            let due = held.iter().take_while(|seq| **seq <= durable).count();
+            let mut seen = self.seen.lock().unwrap();
+            seen.extend(held.drain(..due).map(|seq| seq.to_string()));
+            held.first().copied()
+        }
+
+        fn failed(&self, reason: &str) {
+            let mut held = self.held.lock().unwrap();
+            let mut seen = self.seen.lock().unwrap();
+            seen.extend(held.drain(..).map(|seq| format!("{seq}: {reason}")));
+        }
     }
 
     #[test]
     fn answers_wait_for_their_seq_and_not_longer() {
         let durability = Durability::default();
-        let (seen, answer) = recorder();
-        durability.after(0, answer("nothing to wait for"));
-        durability.after(2, answer("two"));
-        durability.after(5, answer("five"));
+        let answers = Arc::new(Answers::default());
+        answers.hold(&durability, 2);
+        answers.hold(&durability, 5);
         durability.publish(3);
-        assert_eq!(*seen.lock().unwrap(), ["nothing to wait for", "two"]);
+        assert_eq!(answers.seen(), ["2"]);
         assert!(durability.is_durable(3) && !durability.is_durable(4));
         durability.publish(5);
-        durability.after(4, answer("already durable"));
-        assert_eq!(seen.lock().unwrap()[2..], ["five", "already durable"]);
+        assert_eq!(answers.seen(), ["2", "5"]);
+        answers.hold(&durability, 4);
+        assert_eq!(
+            answers.seen(),
+            ["2", "5", "4"],
+            "already durable: released at once"
+        );
     }
 
     #[test]
     fn a_failed_store_fails_every_waiting_and_later_answer() {
         let durability = Durability::default();
-        let (seen, answer) = recorder();
-        durability.after(1, answer("a"));
+        let answers = Arc::new(Answers::default());
+        answers.hold(&durability, 1);
         durability.fail("disk full".into());
-        durability.after(2, answer("b"));
-        assert_eq!(*seen.lock().unwrap(), ["a: disk full", "b: disk full"]);
+        answers.hold(&durability, 2);
+        assert_eq!(answers.seen(), ["1: disk full", "2: disk full"]);
     }
 }

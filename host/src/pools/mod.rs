@@ -11,9 +11,9 @@
 //!    lanes do not pay for it) and writes them with one write and one fdatasync (group
 //!    commit: whatever arrived during the previous sync goes in the next), then tells
 //!    [`durability::Durability`] the seq that is now durable.
-//! 4. The executor gave the request's answer to `Durability` with the highest seq the call
-//!    touched, so the answer leaves only once that seq is on disk; meanwhile the lane has
-//!    moved on to its next request.
+//! 4. The executor wrote the request's answer into its connection's outbox, held there with
+//!    the highest seq the call touched and watched by `Durability`, so the answer leaves only
+//!    once that seq is on disk; meanwhile the lane has moved on to its next request.
 //!
 //! An expiry thread ends leases at their deadlines. Without a data folder the pools live in
 //! memory only and answers never wait.

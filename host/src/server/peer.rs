@@ -4,14 +4,20 @@
 //! Executors write answers straight into the peer's outbox and wake its connection task, so an
 //! answer crosses threads once, not through the coordinator. The outbox is a byte buffer under
 //! a std `Mutex`: it is held only to append or take bytes, never across an await, and an idle
-//! connection then costs no more than an empty `Vec`.
+//! connection then costs no more than two empty `Vec`s.
+//!
+//! An answer that depends on a pool operation not yet durable is written at once too, but
+//! into the outbox's held part, marked with its seq; the [`Durability`] gate tells the peer
+//! when a sync covered it, and only then does it move to the part the connection writes.
 
 use crate::jobber::Request;
+use crate::pools::durability::{Durability, Waiter};
 use resman_sdk::frame::push_escaping_crabs;
 use resman_sdk::protocol::{ErrorCode, Framing, ERR_MSG_FROM_CLIENT};
 use serde_json::{Number, Value};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 /// Requests pending in the whole host, for the global back-pressure bound.
@@ -56,8 +62,8 @@ pub(crate) struct Peer {
     pending: AtomicUsize,
     /// 0 until the first message ends, then 1 + the framing's index.
     framing: AtomicU8,
-    outbox: Mutex<Vec<u8>>,
-    /// Wakes the connection task when the outbox goes from empty to not empty.
+    outbox: Mutex<Outbox>,
+    /// Wakes the connection task when the outbox's ready part goes from empty to not empty.
     pub(crate) wake: Notify,
     gauge: Arc<Gauge>,
 }
@@ -69,7 +75,7 @@ impl Peer {
             open: AtomicBool::new(true),
             pending: AtomicUsize::new(0),
             framing: AtomicU8::new(0),
-            outbox: Mutex::new(Vec::new()),
+            outbox: Mutex::new(Outbox::default()),
             wake: Notify::new(),
             gauge,
         }
@@ -97,10 +103,10 @@ impl Peer {
         self.gauge.pending.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// One pending request was answered or dropped.
-    pub(crate) fn finish_one(&self) {
-        self.pending.fetch_sub(1, Ordering::Relaxed);
-        self.gauge.pending.fetch_sub(1, Ordering::Relaxed);
+    /// `n` pending requests were answered or dropped.
+    pub(crate) fn finish(&self, n: usize) {
+        self.pending.fetch_sub(n, Ordering::Relaxed);
+        self.gauge.pending.fetch_sub(n, Ordering::Relaxed);
     }
 
     pub(crate) fn set_framing(&self, framing: Framing) {
@@ -124,12 +130,6 @@ impl Peer {
     }
 
     /// Answers `request` with an error.
-    /// Answers an error whose code a jobber chose (checked by the caller).
-    pub(crate) fn reply_error_code(&self, request: &Request, code: &str, err: &str) {
-        let value = serde_json::json!({ "err": err, "code": code });
-        self.push(&request.kind, Some(&request.query_index), value);
-    }
-
     pub(crate) fn reply_error(&self, request: &Request, code: ErrorCode, err: &str) {
         self.push(
             &request.kind,
@@ -159,8 +159,194 @@ impl Peer {
         self.push(kind, Some(query_index), error_value(code, err));
     }
 
+    /// Where a jobber's answers to this peer go: out at once, or, with `held`, held until
+    /// that seq is durable.
+    pub(crate) fn answers<'a>(
+        self: &'a Arc<Self>,
+        held: Option<(u64, &'a Durability)>,
+    ) -> Answers<'a> {
+        Answers { peer: self, held }
+    }
+
+    fn push(&self, kind: &str, query_index: Option<&Number>, result: Value) {
+        self.push_body(kind, query_index, Body::Value(result));
+    }
+
+    fn push_body(&self, kind: &str, query_index: Option<&Number>, result: Body<'_>) {
+        let framing = self.framing();
+        let mut outbox = self.lock_outbox();
+        let was_empty = outbox.ready.is_empty();
+        write_response(&mut outbox.ready, kind, query_index, result);
+        outbox.ready.extend_from_slice(framing.terminator());
+        drop(outbox);
+        if was_empty {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Writes the answer to `request` into the held part, to leave once `seq` is durable;
+    /// into the ready part if it already is. Returns whether it was held, and so is still
+    /// counted as pending until it is released.
+    fn hold_body(
+        self: &Arc<Self>,
+        seq: u64,
+        durability: &Durability,
+        request: &Request,
+        result: Body<'_>,
+    ) -> bool {
+        if seq <= durability.durable() {
+            self.push_body(&request.kind, Some(&request.query_index), result);
+            return false;
+        }
+        let framing = self.framing();
+        let mut outbox = self.lock_outbox();
+        write_response(
+            &mut outbox.held,
+            &request.kind,
+            Some(&request.query_index),
+            result,
+        );
+        outbox.held.extend_from_slice(framing.terminator());
+        let seq = outbox.marks.back().map_or(seq, |last| last.seq.max(seq));
+        let mark = Mark {
+            end: outbox.held.len(),
+            seq,
+            kind: Arc::clone(&request.kind),
+            query_index: request.query_index.clone(),
+        };
+        outbox.marks.push_back(mark);
+        let watch = !std::mem::replace(&mut outbox.watched, true);
+        drop(outbox);
+        if watch {
+            durability.watch(seq, Arc::clone(self) as Arc<dyn Waiter>);
+        }
+        true
+    }
+
+    /// Moves the ready answers' bytes into `into` (which must be empty), keeping both
+    /// allocations.
+    pub(crate) fn take_outbox(&self, into: &mut Vec<u8>) {
+        std::mem::swap(&mut self.lock_outbox().ready, into);
+    }
+
+    fn lock_outbox(&self) -> MutexGuard<'_, Outbox> {
+        self.outbox
+            .lock()
+            .expect("outbox lock is never held across a panic")
+    }
+}
+
+impl Waiter for Peer {
+    fn reached(&self, durable: u64) -> Option<u64> {
+        let mut outbox = self.lock_outbox();
+        let due = outbox.marks.iter().take_while(|m| m.seq <= durable).count();
+        let was_empty = outbox.ready.is_empty();
+        if due > 0 {
+            let end = outbox.marks[due - 1].end;
+            outbox.release(end);
+            outbox.marks.drain(..due);
+            outbox.marks.iter_mut().for_each(|mark| mark.end -= end);
+        }
+        let next = outbox.marks.front().map(|mark| mark.seq);
+        outbox.watched = next.is_some();
+        let woken = was_empty && !outbox.ready.is_empty();
+        drop(outbox);
+        if woken {
+            self.wake.notify_one();
+        }
+        self.finish(due);
+        next
+    }
+
+    fn failed(&self, reason: &str) {
+        let framing = self.framing();
+        let err = format!("the request's effects could not be stored: {reason}");
+        let mut outbox = self.lock_outbox();
+        let was_empty = outbox.ready.is_empty();
+        let marks = std::mem::take(&mut outbox.marks);
+        outbox.held.clear();
+        outbox.watched = false;
+        for mark in &marks {
+            let value = error_value(ErrorCode::JobberFailed, &err);
+            write_response(
+                &mut outbox.ready,
+                &mark.kind,
+                Some(&mark.query_index),
+                Body::Value(value),
+            );
+            outbox.ready.extend_from_slice(framing.terminator());
+        }
+        drop(outbox);
+        if was_empty && !marks.is_empty() {
+            self.wake.notify_one();
+        }
+        self.finish(marks.len());
+    }
+}
+
+/// A peer's answers: ready to be written, and held for a sync.
+#[derive(Debug, Default)]
+struct Outbox {
+    /// What the connection may write now.
+    ready: Vec<u8>,
+    /// Answers waiting for their seq to be durable, in the order they were held.
+    held: Vec<u8>,
+    /// Where each held answer ends in `held`, with what it waits for.
+    marks: VecDeque<Mark>,
+    /// Whether the durability gate watches this outbox (for the first mark's seq), or is
+    /// about to.
+    watched: bool,
+}
+
+impl Outbox {
+    /// Moves the first `end` held bytes to the ready part.
+    fn release(&mut self, end: usize) {
+        if self.ready.is_empty() && end == self.held.len() {
+            std::mem::swap(&mut self.ready, &mut self.held);
+        } else {
+            self.ready.extend_from_slice(&self.held[..end]);
+            self.held.drain(..end);
+        }
+    }
+}
+
+/// One held answer: where it ends in the held bytes, the seq that must be durable before it
+/// leaves (its own or an earlier answer's, whichever is higher, so that marks only grow),
+/// and whom to answer with an error if the store fails instead.
+#[derive(Debug)]
+struct Mark {
+    end: usize,
+    seq: u64,
+    kind: Arc<str>,
+    query_index: Number,
+}
+
+/// Where a jobber's answers to one peer go; see [`Peer::answers`].
+pub(crate) struct Answers<'a> {
+    peer: &'a Arc<Peer>,
+    held: Option<(u64, &'a Durability)>,
+}
+
+impl Answers<'_> {
+    /// Answers `request` with the jobber's result. Returns whether the answer was held.
+    pub(crate) fn reply(&self, request: &Request, result: Value) -> bool {
+        self.push(request, Body::Value(result))
+    }
+
+    /// Answers an error whose code a jobber chose (checked by the caller).
+    pub(crate) fn reply_error_code(&self, request: &Request, code: &str, err: &str) -> bool {
+        let value = serde_json::json!({ "err": err, "code": code });
+        self.push(request, Body::Value(value))
+    }
+
+    /// Answers `request` with an error.
+    pub(crate) fn reply_error(&self, request: &Request, code: ErrorCode, err: &str) -> bool {
+        self.push(request, Body::Value(error_value(code, err)))
+    }
+
     /// Answers `request` with a result that is JSON text (a plugin's answer), without
     /// building a `Value` for it unless it carries a `type` to move to the top level.
+    /// Returns whether the answer was held.
     ///
     /// # Errors
     ///
@@ -169,7 +355,7 @@ impl Peer {
         &self,
         request: &Request,
         json: &str,
-    ) -> Result<(), serde_json::Error> {
+    ) -> Result<bool, serde_json::Error> {
         /// Validates an object while looking only for its `type`.
         #[derive(serde::Deserialize)]
         struct Probe {
@@ -179,42 +365,23 @@ impl Peer {
         let text = json.trim_ascii();
         if text.starts_with('{') {
             if serde_json::from_str::<Probe>(text)?.kind.is_some() {
-                self.reply(request, serde_json::from_str(text)?);
-                return Ok(());
+                return Ok(self.reply(request, serde_json::from_str(text)?));
             }
         } else {
             serde_json::from_str::<&serde_json::value::RawValue>(text)?;
         }
-        self.push_body(&request.kind, Some(&request.query_index), Body::Text(text));
-        Ok(())
+        Ok(self.push(request, Body::Text(text)))
     }
 
-    fn push(&self, kind: &str, query_index: Option<&Number>, result: Value) {
-        self.push_body(kind, query_index, Body::Value(result));
-    }
-
-    fn push_body(&self, kind: &str, query_index: Option<&Number>, result: Body<'_>) {
-        let framing = self.framing();
-        let mut outbox = self
-            .outbox
-            .lock()
-            .expect("outbox lock is never held across a panic");
-        let was_empty = outbox.is_empty();
-        write_response(&mut outbox, kind, query_index, result);
-        outbox.extend_from_slice(framing.terminator());
-        drop(outbox);
-        if was_empty {
-            self.wake.notify_one();
+    fn push(&self, request: &Request, result: Body<'_>) -> bool {
+        match self.held {
+            Some((seq, durability)) => self.peer.hold_body(seq, durability, request, result),
+            None => {
+                let query_index = Some(&request.query_index);
+                self.peer.push_body(&request.kind, query_index, result);
+                false
+            }
         }
-    }
-
-    /// Moves the outbox's bytes into `into` (which must be empty), keeping both allocations.
-    pub(crate) fn take_outbox(&self, into: &mut Vec<u8>) {
-        let mut outbox = self
-            .outbox
-            .lock()
-            .expect("outbox lock is never held across a panic");
-        std::mem::swap(&mut *outbox, into);
     }
 }
 
@@ -334,5 +501,95 @@ mod tests {
             assert_eq!(back["type"], kind, "{text}");
         }
         assert!(response("getProxy", json!(1)).starts_with(r#"{"type":"getProxy","#));
+    }
+
+    fn request(query_index: u64) -> Request {
+        Request {
+            kind: Arc::from("getProxy"),
+            query_index: Number::from(query_index),
+            payload: None,
+            client_id: 1,
+            attempt: 1,
+        }
+    }
+
+    /// The answers the connection would write now, by query index.
+    fn written(peer: &Peer) -> Vec<Value> {
+        let mut out = Vec::new();
+        peer.take_outbox(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        text.split(std::str::from_utf8(Framing::Crab.terminator()).unwrap())
+            .filter(|line| !line.is_empty())
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    fn indexes(answers: &[Value]) -> Vec<u64> {
+        answers
+            .iter()
+            .map(|answer| answer["queryIndex"].as_u64().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn held_answers_leave_when_their_seq_is_durable_and_others_do_not_wait() {
+        let peer = Arc::new(Peer::new(1, Arc::default()));
+        peer.add_pending(4);
+        let durability = Durability::default();
+        let held = |seq| Some((seq, &durability));
+        assert!(peer.answers(held(3)).reply(&request(1), json!("a")));
+        assert!(peer.answers(held(2)).reply(&request(2), json!("b")));
+        assert!(peer.answers(held(5)).reply(&request(3), json!("c")));
+        assert!(!peer.answers(None).reply(&request(4), json!("d")));
+        peer.finish(1);
+        assert_eq!(
+            indexes(&written(&peer)),
+            [4],
+            "only the answer needing no sync"
+        );
+        assert_eq!(peer.pending(), 3, "held answers still count as pending");
+
+        durability.publish(3);
+        assert_eq!(indexes(&written(&peer)), [1, 2]);
+        assert_eq!(peer.pending(), 1);
+        durability.publish(5);
+        let last = written(&peer);
+        assert_eq!(
+            (indexes(&last), &last[0]["resultJob"]),
+            (vec![3], &json!("c"))
+        );
+        assert_eq!(peer.pending(), 0);
+
+        assert!(
+            !peer.answers(held(4)).reply(&request(5), json!("e")),
+            "already durable"
+        );
+        assert_eq!(indexes(&written(&peer)), [5]);
+    }
+
+    #[test]
+    fn a_failed_store_turns_held_answers_into_errors() {
+        let peer = Arc::new(Peer::new(1, Arc::default()));
+        peer.add_pending(2);
+        let durability = Durability::default();
+        assert!(peer
+            .answers(Some((1, &durability)))
+            .reply(&request(1), json!("granted")));
+        durability.fail("disk full".into());
+        assert!(peer
+            .answers(Some((2, &durability)))
+            .reply(&request(2), json!("granted")));
+        let answers = written(&peer);
+        assert_eq!(indexes(&answers), [1, 2]);
+        for answer in answers {
+            assert_eq!(answer["type"], "getProxy");
+            assert_eq!(
+                answer["resultJob"]["code"],
+                ErrorCode::JobberFailed.as_str()
+            );
+            let err = answer["resultJob"]["err"].as_str().unwrap();
+            assert!(err.contains("could not be stored: disk full"), "{err}");
+        }
+        assert_eq!(peer.pending(), 0);
     }
 }
