@@ -125,12 +125,7 @@ impl Durability {
         let gate = Arc::clone(&self.gate);
         tokio::spawn(async move {
             while let Some(parcel) = inbox.recv().await {
-                match parcel {
-                    Parcel::Flush(done) => {
-                        let _ = done.send(());
-                    }
-                    parcel => gate.release(parcel),
-                }
+                gate.release(parcel);
             }
         });
     }

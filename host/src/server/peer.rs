@@ -4,7 +4,7 @@
 //! Executors write answers straight into the peer's outbox and wake its connection task, so an
 //! answer crosses threads once, not through the coordinator. The outbox is a byte buffer under
 //! a std `Mutex`: it is held only to append or take bytes, never across an await, and an idle
-//! connection then costs no more than two empty `Vec`s.
+//! connection then costs no more than a few empty buffers.
 //!
 //! An answer that depends on a pool operation not yet durable is written at once too, but
 //! into the outbox's held part, marked with its seq; the [`Durability`] gate tells the peer
