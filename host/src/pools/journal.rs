@@ -378,14 +378,11 @@ pub(crate) struct Journal {
 }
 
 impl Journal {
-    /// Appends a commit's frames, as [`start_commit`] began them, and makes them durable:
-    /// one write and one fdatasync. Waits for (or makes) room first if the zeros ahead ran
-    /// out.
-    pub(crate) fn commit(&mut self, frames: &[u8]) -> Result<(), CommitError> {
-        debug_assert!(holds_marker(
-            &frames[..frames.len().min(MARKER_FRAME_BYTES)]
-        ));
-        self.append(frames)
+    /// Appends a commit's frames and makes them durable: one write and one fdatasync. Waits
+    /// for (or makes) room first if the zeros ahead ran out.
+    pub(crate) fn commit(&mut self, commit: &Commit) -> Result<(), CommitError> {
+        debug_assert!(holds_marker(&commit.frames[..MARKER_FRAME_BYTES]));
+        self.append(&commit.frames)
     }
 
     /// Writes `bytes` as they are (frames with their markers, or not), for tests that build
@@ -525,10 +522,56 @@ const MARKER: &[u8] = b"commit";
 /// The size of the marker frame.
 const MARKER_FRAME_BYTES: usize = HEADER_BYTES + MARKER.len();
 
-/// Begins a commit's frames in `out`: appends the marker frame that starts every commit
-/// (seq 0, payload [`MARKER`]). The records' frames follow ([`encode`]), and
-/// [`Journal::commit`] writes them all at once.
-pub(crate) fn start_commit(out: &mut Vec<u8>) {
+/// A commit being gathered: the marker frame that starts every commit, then the frames of
+/// the records that operations made since the last one, encoded by each operation as it
+/// ran. Encoding where records are made, rather than on the committer, keeps the records
+/// (and the shared names they hold) on the thread that made them: the committer only swaps
+/// the buffer and writes it.
+#[derive(Debug)]
+pub(crate) struct Commit {
+    frames: Vec<u8>,
+    records: usize,
+}
+
+impl Default for Commit {
+    fn default() -> Self {
+        let mut frames = Vec::new();
+        start_commit(&mut frames);
+        Commit { frames, records: 0 }
+    }
+}
+
+impl Commit {
+    /// Appends `record`'s frame with `seq`.
+    pub(crate) fn push(&mut self, seq: u64, record: &Record) {
+        encode(seq, record, &mut self.frames);
+        self.records += 1;
+    }
+
+    /// How many records it holds.
+    pub(crate) fn records(&self) -> usize {
+        self.records
+    }
+
+    /// Whether it holds no record.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// The bytes of its frames, records only (the marker left out).
+    pub(crate) fn record_bytes(&self) -> usize {
+        self.frames.len() - MARKER_FRAME_BYTES
+    }
+
+    /// Empties it back to its marker, keeping its allocation.
+    pub(crate) fn clear(&mut self) {
+        self.frames.truncate(MARKER_FRAME_BYTES);
+        self.records = 0;
+    }
+}
+
+/// Appends the marker frame that starts every commit (seq 0, payload [`MARKER`]) to `out`.
+fn start_commit(out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&(MARKER.len() as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]);

@@ -5,12 +5,12 @@
 //! 1. A jobber calls the host API (a WASM import or the native table's `call`); `api` finds
 //!    the request it serves in [`context`] and calls [`Pools`].
 //! 2. [`Pools`] runs the operation on the [`state::State`] under one lock: the state decides,
-//!    applies the resulting [`record::Record`]s, and the records join the unwritten ones with
-//!    the next seqs. Waiters the operation satisfied are handed their grants.
-//! 3. The committer thread takes every unwritten record, encodes them (off the lock, so the
-//!    lanes do not pay for it) and writes them with one write and one fdatasync (group
-//!    commit: whatever arrived during the previous sync goes in the next), then tells
-//!    [`durability::Durability`] the seq that is now durable.
+//!    applies the resulting [`record::Record`]s, and the records are encoded, with the next
+//!    seqs, into the frames of the commit being gathered. Waiters the operation satisfied are
+//!    handed their grants.
+//! 3. The committer thread takes the gathered frames, a buffer swap, and writes them with one
+//!    write and one fdatasync (group commit: whatever arrived during the previous sync goes
+//!    in the next), then tells [`durability::Durability`] the seq that is now durable.
 //! 4. The executor wrote the request's answer into its connection's outbox, held there with
 //!    the highest seq the call touched and watched by `Durability`, so the answer leaves only
 //!    once that seq is on disk; meanwhile the lane has moved on to its next request.
@@ -35,7 +35,7 @@ pub(crate) use journal::Sizes;
 pub use journal::StoreError;
 
 use durability::Durability;
-use journal::{CommitError, Folder, Journal};
+use journal::{Commit, CommitError, Folder, Journal};
 use keeper::Keeper;
 use record::{Data, LeaseId, Record};
 use resman_sdk::pool::{AcquireRequest, PoolError};
@@ -89,9 +89,9 @@ pub(crate) struct Pools {
 
 struct Inner {
     state: State,
-    /// Records (with their seqs) not yet handed to the committer, which encodes them: off
-    /// this lock, on a thread that otherwise waits for the disk.
-    unwritten: Vec<(u64, Record)>,
+    /// The frames of the records not yet handed to the committer, encoded by the operations
+    /// that made them.
+    unwritten: Commit,
     /// The last seq given to a record.
     seq: u64,
     /// Scratch: the records of the operation under way.
@@ -169,7 +169,7 @@ impl Pools {
         Pools {
             inner: Mutex::new(Inner {
                 state,
-                unwritten: Vec::new(),
+                unwritten: Commit::default(),
                 seq,
                 log: Vec::new(),
                 woken: Vec::new(),
@@ -272,7 +272,7 @@ impl Pools {
                 } = inner;
                 for record in log.drain(..) {
                     *seq += 1;
-                    unwritten.push((*seq, record));
+                    unwritten.push(*seq, &record);
                 }
                 if inner.committer_idle {
                     // One wake per sleep: the operations that follow until the committer runs
@@ -598,8 +598,7 @@ impl Pools {
     }
 
     fn commit_batches(&self, mut keeper: Keeper<'_>, mut journal: Journal, sizes: Sizes) {
-        let mut records = Vec::new();
-        let mut frames = Vec::new();
+        let mut commit = Commit::default();
         let mut pace = gather::Pace::default();
         self.gather.register_committer();
         loop {
@@ -619,17 +618,17 @@ impl Pools {
                     drop(inner);
                     self.gather.wait(gather::GATHER_CAP);
                     inner = self.lock();
-                    if let Some(linger) = pace.linger(inner.unwritten.len()) {
+                    if let Some(linger) = pace.linger(inner.unwritten.records()) {
                         drop(inner);
                         gather::park_until(Instant::now() + linger, || {
                             let inner = self.lock();
-                            inner.unwritten.len() >= gather::LINGER_TARGET || inner.stopping
+                            inner.unwritten.records() >= gather::LINGER_TARGET || inner.stopping
                         });
                         inner = self.lock();
                     }
                 }
-                pace.taken(inner.unwritten.len(), Instant::now());
-                std::mem::swap(&mut records, &mut inner.unwritten);
+                pace.taken(inner.unwritten.records(), Instant::now());
+                std::mem::swap(&mut commit, &mut inner.unwritten);
                 // The snapshot must be of the state these records leave, so it is taken
                 // now, under the lock, once the journal has reached its roll size (which
                 // grows with the snapshot, see `Sizes::roll_at`) and the previous roll's
@@ -645,20 +644,16 @@ impl Pools {
                 });
                 (inner.seq, snapshot, roll_at)
             };
-            let count = records.len();
-            journal::start_commit(&mut frames);
-            let marker = frames.len();
-            for (seq, record) in records.drain(..) {
-                journal::encode(seq, &record, &mut frames);
-            }
-            match self.commit_when_room(&mut journal, &frames) {
-                Ok(took) => self.stats.commit(count, frames.len() - marker, took),
+            match self.commit_when_room(&mut journal, &commit) {
+                Ok(took) => self
+                    .stats
+                    .commit(commit.records(), commit.record_bytes(), took),
                 Err(err) => {
                     self.fail(&err);
                     return;
                 }
             }
-            frames.clear();
+            commit.clear();
             self.durability.publish(seq);
             if let Some(file) = journal.wants_room() {
                 keeper.extend(file);
@@ -683,7 +678,7 @@ impl Pools {
         }
     }
 
-    /// Commits `frames`. When the disk has no room for them (none of them was written), the
+    /// Commits `commit`. When the disk has no room for it (none of them was written), the
     /// pools do not stop: the commit is tried again, with growing waits, until there is room
     /// (an operator freed space) or the host stops. Meanwhile operations go on in memory and
     /// their answers stay held, as they would behind a slow sync. Any other failure is
@@ -692,12 +687,12 @@ impl Pools {
     fn commit_when_room(
         &self,
         journal: &mut Journal,
-        frames: &[u8],
+        commit: &Commit,
     ) -> Result<Duration, StoreError> {
         let mut wait = NO_ROOM_RETRY_FIRST;
         let took = loop {
             let started = Instant::now();
-            let err = match journal.commit(frames) {
+            let err = match journal.commit(commit) {
                 Ok(()) => break started.elapsed(),
                 Err(CommitError::Failed(err)) => return Err(err),
                 Err(CommitError::NoRoom(err)) => err,
