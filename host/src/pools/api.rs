@@ -8,7 +8,7 @@
 
 use super::context::{self, Call};
 use super::record::LeaseId;
-use super::view::{LeaseView, SingleView, StatusView};
+use super::view::{Brief, LeaseView, Shape, SingleView, StatusView, Whole};
 use resman_sdk::pool::{self as sdk, AcquireRequest, PoolError};
 use resman_sdk::store;
 use serde::de::DeserializeOwned;
@@ -52,18 +52,34 @@ pub(crate) fn remove(pool: &str, ids: &[String], force: bool) -> Result<u32, Poo
 }
 
 pub(crate) fn acquire(request: AcquireRequest) -> Result<LeaseView, PoolError> {
-    pooled(|call| call.pools.acquire(call.client, request, call.deadline))
+    acquire_as(request, Whole)
+}
+
+fn acquire_as<S: Shape>(request: AcquireRequest, shape: S) -> Result<S::Answer, PoolError> {
+    pooled(|call| {
+        call.pools
+            .acquire(call.client, request, call.deadline, shape)
+    })
 }
 
 /// [`acquire`] for a call lent to a task's poll ([`context::within`]): a wait yields.
 pub(crate) async fn acquire_async(request: AcquireRequest) -> Result<LeaseView, PoolError> {
+    acquire_async_as(request, Whole).await
+}
+
+async fn acquire_async_as<S: Shape>(
+    request: AcquireRequest,
+    shape: S,
+) -> Result<S::Answer, PoolError> {
     let entered = context::with(|call| (Arc::clone(&call.pools), call.client, call.deadline));
     let Some((pools, client, deadline)) = entered else {
         return Err(PoolError::from(OUTSIDE_A_CALL.to_owned()));
     };
-    let (lease, seq) = pools.acquire_async(client, request, deadline).await?;
+    let (answer, seq) = pools
+        .acquire_async(client, request, deadline, shape)
+        .await?;
     context::with(|call| call.seq = call.seq.max(seq));
-    Ok(lease)
+    Ok(answer)
 }
 
 /// The pool of the one resource `request` asks for; `invalid` unless it asks for exactly one.
@@ -90,13 +106,21 @@ fn single_pool(request: &AcquireRequest) -> Result<&str, PoolError> {
 /// [`acquire_async`] of exactly one resource, answered in brief.
 pub(crate) async fn acquire_single_async(request: AcquireRequest) -> Result<SingleView, PoolError> {
     let repeat = single_acquire(&request)?;
-    brief(acquire_async(request).await?, repeat)
+    let shape = Brief {
+        pool: repeat.as_ref().map(|repeat| repeat.pool.as_str()),
+    };
+    let answer = acquire_async_as(request, shape).await?;
+    brief(answer, repeat)
 }
 
 /// [`acquire`] of exactly one resource, answered in brief (the native ABI's path).
 pub(crate) fn acquire_single(request: AcquireRequest) -> Result<SingleView, PoolError> {
     let repeat = single_acquire(&request)?;
-    brief(acquire(request)?, repeat)
+    let shape = Brief {
+        pool: repeat.as_ref().map(|repeat| repeat.pool.as_str()),
+    };
+    let answer = acquire_as(request, shape)?;
+    brief(answer, repeat)
 }
 
 /// A single acquire's pool and request id, kept when it has a request id: a repeat answers
@@ -115,17 +139,18 @@ fn single_acquire(request: &AcquireRequest) -> Result<Option<Repeat>, PoolError>
     }))
 }
 
-/// `lease`, which a single acquire answered, in brief. A fresh grant is one resource of the
-/// pool asked for; a repeated request id's lease must be one too.
-fn brief(lease: LeaseView, repeat: Option<Repeat>) -> Result<SingleView, PoolError> {
-    let pool = repeat.as_ref().map(|repeat| repeat.pool.as_str());
-    lease.single(pool).ok_or_else(|| {
+/// A single acquire's answer, in brief ([`Brief`]): a fresh grant is one resource of the
+/// pool asked for; a repeated request id's lease must be one too, or it is a conflict.
+fn brief(
+    answer: Result<SingleView, LeaseId>,
+    repeat: Option<Repeat>,
+) -> Result<SingleView, PoolError> {
+    answer.map_err(|lease| {
         let (pool, request_id) =
             repeat.map_or_else(Default::default, |repeat| (repeat.pool, repeat.request_id));
         PoolError::Conflict(format!(
-            "request id {request_id:?} already named lease {}, which is not one resource of \
-             pool {pool}",
-            lease.id
+            "request id {request_id:?} already named lease {lease}, which is not one resource \
+             of pool {pool}"
         ))
     })
 }

@@ -47,7 +47,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-use view::{LeaseView, SingleView, StatusView};
+use view::{LeaseView, Shape, SingleView, StatusView};
 
 /// How much of a call's deadline a waiting acquire leaves for the jobber to answer.
 const ANSWER_MARGIN: Duration = Duration::from_millis(100);
@@ -330,39 +330,44 @@ impl Pools {
 
     /// Acquires for `client`; blocks the thread while it waits, never past `deadline` less a
     /// margin for the jobber to answer. For callers on a blocking thread (native plugins).
-    pub(crate) fn acquire(
+    pub(crate) fn acquire<S: Shape>(
         &self,
         client: u64,
         request: AcquireRequest,
         deadline: Instant,
-    ) -> Result<(LeaseView, u64), PoolError> {
-        let (id, wait, answered) = match self.begin_acquire(client, request, deadline, || {
+        shape: S,
+    ) -> Result<(S::Answer, u64), PoolError> {
+        let channel = || {
             let (answer, answered) = mpsc::sync_channel(1);
             (Answer::Blocking(answer), answered)
-        })? {
-            Begun::Granted(lease, seq) => return Ok((lease, seq)),
-            Begun::Waiting { id, wait, answered } => (id, wait, answered),
         };
+        let (id, wait, answered) =
+            match self.begin_acquire(client, request, deadline, channel, &shape)? {
+                Begun::Granted(lease, seq) => return Ok((lease, seq)),
+                Begun::Waiting { id, wait, answered } => (id, wait, answered),
+            };
         let result = match answered.recv_timeout(wait) {
             Ok(result) => result,
             Err(_) => self.give_up(id, wait, || answered.try_recv().ok()),
         };
-        self.seen(result)
+        self.seen(result.map(|view| shape.of_view(view)))
     }
 
     /// [`acquire`](Self::acquire) for callers on the runtime (WASM plugins): waiting yields
     /// the thread instead of blocking it.
-    pub(crate) async fn acquire_async(
+    pub(crate) async fn acquire_async<S: Shape>(
         &self,
         client: u64,
         request: AcquireRequest,
         deadline: Instant,
-    ) -> Result<(LeaseView, u64), PoolError> {
+        shape: S,
+    ) -> Result<(S::Answer, u64), PoolError> {
+        let channel = || {
+            let (answer, answered) = oneshot::channel();
+            (Answer::Task(answer), answered)
+        };
         let (id, wait, mut answered) =
-            match self.begin_acquire(client, request, deadline, || {
-                let (answer, answered) = oneshot::channel();
-                (Answer::Task(answer), answered)
-            })? {
+            match self.begin_acquire(client, request, deadline, channel, &shape)? {
                 Begun::Granted(lease, seq) => return Ok((lease, seq)),
                 Begun::Waiting { id, wait, answered } => (id, wait, answered),
             };
@@ -370,18 +375,19 @@ impl Pools {
             Ok(Ok(result)) => result,
             _ => self.give_up(id, wait, || answered.try_recv().ok()),
         };
-        self.seen(result)
+        self.seen(result.map(|view| shape.of_view(view)))
     }
 
     /// The first half of an acquire: granted at once, or queued as a waiter whose answer
     /// goes to the channel `channel` makes.
-    fn begin_acquire<Rx>(
+    fn begin_acquire<S: Shape, Rx>(
         &self,
         client: u64,
         mut request: AcquireRequest,
         deadline: Instant,
         channel: impl FnOnce() -> (Answer, Rx),
-    ) -> Result<Begun<Rx>, PoolError> {
+        shape: &S,
+    ) -> Result<Begun<S::Answer, Rx>, PoolError> {
         if let Some(wait) = request.wait_ms {
             let left = deadline
                 .saturating_duration_since(Instant::now())
@@ -401,23 +407,22 @@ impl Pools {
             waiters,
             ..
         } = &mut *inner;
-        let acquired = state.acquire(client, request, now, log);
         // The answer channel is registered under the same lock that queued the waiter, so no
         // release can serve it before there is somewhere to send the grant.
-        let answered = match &acquired {
+        let begun = match state.acquire(client, request, now, log) {
+            Ok(Acquired::Granted(lease)) => Ok(Begun::Granted(shape.of_state(state, lease), 0)),
             Ok(Acquired::Waiting(id)) => {
                 let (answer, answered) = channel();
-                waiters.insert(*id, answer);
-                Some(answered)
+                waiters.insert(id, answer);
+                Ok(Begun::Waiting { id, wait, answered })
             }
-            _ => None,
+            Err(err) => Err(err),
         };
         let seq = self.finish(inner, before);
-        match (acquired?, answered) {
-            (Acquired::Waiting(id), Some(answered)) => Ok(Begun::Waiting { id, wait, answered }),
-            (Acquired::Granted(lease), _) => Ok(Begun::Granted(lease, seq)),
-            (Acquired::Waiting(_), None) => unreachable!("a waiter has a channel"),
-        }
+        begun.map(|begun| match begun {
+            Begun::Granted(answer, _) => Begun::Granted(answer, seq),
+            waiting => waiting,
+        })
     }
 
     /// A wait ran out: leaves the queue, unless a grant came first (`late` reads it).
@@ -442,7 +447,7 @@ impl Pools {
 
     /// A waiter's result with the seq its answer must wait for: the grant was journaled
     /// by whichever operation served it, at or before the current seq.
-    fn seen(&self, result: Result<LeaseView, PoolError>) -> Result<(LeaseView, u64), PoolError> {
+    fn seen<A>(&self, result: Result<A, PoolError>) -> Result<(A, u64), PoolError> {
         let seq = self.lock().seq;
         result.map(|lease| (lease, seq))
     }
@@ -742,8 +747,8 @@ impl Answer {
 }
 
 /// How an acquire began.
-enum Begun<Rx> {
-    Granted(LeaseView, u64),
+enum Begun<A, Rx> {
+    Granted(A, u64),
     Waiting {
         id: WaiterId,
         wait: Duration,

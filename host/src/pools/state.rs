@@ -44,7 +44,9 @@ pub(crate) type Woken = (WaiterId, Result<LeaseView, PoolError>);
 /// How an acquire ended.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Acquired {
-    Granted(LeaseView),
+    /// Granted (or granted before, to the same request id): the lease, for the caller to
+    /// view as it needs ([`State::view`], [`State::single`]).
+    Granted(LeaseId),
     /// Queued; the answer comes later as a [`Woken`].
     Waiting(WaiterId),
 }
@@ -52,9 +54,12 @@ pub(crate) enum Acquired {
 /// Every pool, lease and store, and the waiters.
 #[derive(Debug)]
 pub(crate) struct State {
-    /// Pool names and resource ids are shared ([`Name`]): a grant, its lease, its record and
-    /// its view hold the same text, so the grant path copies pointers, not strings.
-    pools: HashMap<Name, Pool>,
+    /// Pool names and resource ids are shared ([`Name`]): a record and a view hold the
+    /// state's own text, so they copy pointers, not strings. Pools are never removed, so a
+    /// pool's place in this list names it for good.
+    pools: Vec<Pool>,
+    /// Pool name → its place in `pools`.
+    pool_index: HashMap<Name, u32>,
     leases: HashMap<LeaseId, Lease>,
     /// Request id → the lease it granted, live or ended. The id is shared with its lease.
     requests: HashMap<Name, LeaseId>,
@@ -77,26 +82,76 @@ pub(crate) struct State {
     next_waiter: WaiterId,
 }
 
+/// A pool. Its resources live in slots that leases and the free index point at, so that a
+/// grant or a release reaches its resource without a lookup by id: under load every grant
+/// takes the resource freed longest ago, which is never in the cache, and a lookup by id
+/// would cost a miss for the table and another for the id's text before the resource's own.
 #[derive(Debug)]
 struct Pool {
-    /// Its name, shared with its key: a grant found through a lookup by `&str` takes it from
-    /// here rather than looking the key up again.
     name: Name,
-    resources: HashMap<Name, Resource>,
-    /// free_key → id, in grant order.
-    free: BTreeMap<u64, Name>,
+    /// Resources by slot; a removed resource's slot is empty until an added one reuses it.
+    slots: Vec<Option<Resource>>,
+    /// Resource id → its slot.
+    index: HashMap<Name, u32>,
+    /// free_key → slot, in grant order.
+    free: BTreeMap<u64, u32>,
+    /// Empty slots, for the next resources added.
+    vacant: Vec<u32>,
     /// Waiters that want this pool.
     waiting: u32,
 }
 
 #[derive(Debug)]
 struct Resource {
-    /// Its id, shared with its key (see [`Pool::name`]).
+    /// Its id, shared with its key in [`Pool::index`].
     id: Name,
     data: Data,
     held_by: Option<LeaseId>,
     /// Its place in `Pool::free` while free.
     free_key: u64,
+}
+
+impl Pool {
+    /// The resource `id`, if the pool has it.
+    fn resource(&self, id: &str) -> Option<&Resource> {
+        let slot = *self.index.get(id)?;
+        self.slots[slot as usize].as_ref()
+    }
+
+    /// Every resource, in slot order.
+    fn resources(&self) -> impl Iterator<Item = &Resource> {
+        self.slots.iter().flatten()
+    }
+}
+
+/// Where a held resource is: its pool's place in [`State::pools`] and its slot there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Place {
+    pool: u32,
+    slot: u32,
+}
+
+/// What a lease holds: one place (nearly every lease) without an allocation, or several.
+#[derive(Debug, Clone)]
+enum Places {
+    One(Place),
+    Many(Box<[Place]>),
+}
+
+impl Places {
+    fn as_slice(&self) -> &[Place] {
+        match self {
+            Places::One(place) => std::slice::from_ref(place),
+            Places::Many(places) => places,
+        }
+    }
+
+    fn from_vec(places: Vec<Place>) -> Places {
+        match places.as_slice() {
+            [one] => Places::One(*one),
+            _ => Places::Many(places.into_boxed_slice()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -106,8 +161,8 @@ struct Lease {
     expires_at_ms: Option<u64>,
     on_disconnect: bool,
     request_id: Option<Name>,
-    /// What it holds, with each resource's data: a view of the lease is these, shared.
-    grants: Arc<[GrantView]>,
+    /// What it holds; a view reads the names and data there.
+    places: Places,
 }
 
 #[derive(Debug)]
@@ -120,7 +175,8 @@ struct Waiter {
 impl Default for State {
     fn default() -> Self {
         State {
-            pools: HashMap::default(),
+            pools: Vec::new(),
+            pool_index: HashMap::default(),
             leases: HashMap::default(),
             requests: HashMap::default(),
             ended_requests: VecDeque::new(),
@@ -179,18 +235,6 @@ fn check_kv(key: &str, value: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
-/// Lease `id` as the API shows it.
-fn view_of(id: LeaseId, lease: &Lease) -> LeaseView {
-    LeaseView {
-        id,
-        token: lease.token,
-        holder: lease.holder,
-        expires_at_ms: lease.expires_at_ms,
-        release_on_disconnect: lease.on_disconnect,
-        grants: Arc::clone(&lease.grants),
-    }
-}
-
 fn unknown_lease(lease: LeaseId) -> PoolError {
     PoolError::UnknownLease(format!("no lease {lease} is held"))
 }
@@ -211,38 +255,46 @@ impl State {
     pub(crate) fn apply(&mut self, record: &Record) -> Result<(), String> {
         match record {
             Record::Add { pool, resources } => {
+                let place = self.pool_or_new(pool);
                 let clock = &mut self.free_clock;
-                let entry = (self.pools.entry(Arc::clone(pool))).or_insert_with(|| Pool {
-                    name: Arc::clone(pool),
-                    resources: HashMap::default(),
-                    free: BTreeMap::new(),
-                    waiting: 0,
-                });
+                let entry = &mut self.pools[place as usize];
                 for (id, data) in resources {
-                    if entry.resources.contains_key(id) {
+                    if entry.index.contains_key(id) {
                         return Err(format!("resource {id} added twice to pool {pool}"));
                     }
-                    let id = Arc::clone(id);
                     *clock += 1;
-                    entry.free.insert(*clock, id.clone());
                     let resource = Resource {
-                        id: id.clone(),
+                        id: Arc::clone(id),
                         data: data.clone(),
                         held_by: None,
                         free_key: *clock,
                     };
-                    entry.resources.insert(id, resource);
+                    let slot = match entry.vacant.pop() {
+                        Some(slot) => {
+                            entry.slots[slot as usize] = Some(resource);
+                            slot
+                        }
+                        None => {
+                            entry.slots.push(Some(resource));
+                            (entry.slots.len() - 1) as u32
+                        }
+                    };
+                    entry.free.insert(*clock, slot);
+                    entry.index.insert(Arc::clone(id), slot);
                 }
             }
             Record::Remove { pool, id } => {
-                let entry = self
-                    .pools
-                    .get_mut(pool.as_str())
+                let entry = (self.pool_index.get(pool.as_str()))
+                    .map(|&place| &mut self.pools[place as usize])
                     .ok_or_else(|| format!("remove from unknown pool {pool}"))?;
-                match entry.resources.get(id.as_str()) {
-                    Some(resource) if resource.held_by.is_none() => {
+                let slot = entry.index.get(id.as_str()).copied();
+                let resource = slot.and_then(|slot| entry.slots[slot as usize].as_ref());
+                match (slot, resource) {
+                    (Some(slot), Some(resource)) if resource.held_by.is_none() => {
                         entry.free.remove(&resource.free_key);
-                        entry.resources.remove(id.as_str());
+                        entry.index.remove(id.as_str());
+                        entry.slots[slot as usize] = None;
+                        entry.vacant.push(slot);
                     }
                     _ => return Err(format!("remove of {pool}/{id}, which is not free")),
                 }
@@ -282,37 +334,36 @@ impl State {
         Ok(())
     }
 
-    /// Applies a grant; returns what the lease holds.
-    fn apply_grant(&mut self, grant: &GrantRecord) -> Result<Arc<[GrantView]>, String> {
+    /// Applies a grant from its record: finds its resources by name (a replayed record
+    /// names them), then [`apply_grant_at`](Self::apply_grant_at).
+    fn apply_grant(&mut self, grant: &GrantRecord) -> Result<(), String> {
+        let mut places = Vec::with_capacity(grant.resources.len());
+        for (pool, id) in &grant.resources {
+            let place = (self.pool_index.get(&**pool))
+                .and_then(|&place| Some((place, *self.pools[place as usize].index.get(&**id)?)))
+                .map(|(pool, slot)| Place { pool, slot });
+            let free = place.is_some_and(|place| self.resource(place).held_by.is_none());
+            if !free || places.contains(&place.expect("found")) {
+                return Err(format!("grant of {pool}/{id}, which is not free"));
+            }
+            places.push(place.expect("found"));
+        }
+        self.apply_grant_at(grant, Places::from_vec(places))
+    }
+
+    /// Applies a grant of the free resources at `places` (those `grant` names).
+    fn apply_grant_at(&mut self, grant: &GrantRecord, places: Places) -> Result<(), String> {
         if self.leases.contains_key(&grant.lease) {
             return Err(format!("lease {} granted twice", grant.lease));
         }
-        for (pool, id) in &grant.resources {
-            let resource = self
-                .pools
-                .get(pool)
-                .and_then(|entry| entry.resources.get(id));
-            if resource.is_none_or(|resource| resource.held_by.is_some()) {
-                return Err(format!("grant of {pool}/{id}, which is not free"));
-            }
+        for &place in places.as_slice() {
+            let entry = &mut self.pools[place.pool as usize];
+            let resource = entry.slots[place.slot as usize]
+                .as_mut()
+                .expect("a place names a resource");
+            resource.held_by = Some(grant.lease);
+            entry.free.remove(&resource.free_key);
         }
-        // The lease shares the state's own names, not the record's: a replayed record's
-        // names are copies of their own, and the lease outlives the record. Collected from
-        // a slice, the grants take one allocation.
-        let pools = &mut self.pools;
-        let grants: Arc<[GrantView]> = (grant.resources.iter())
-            .map(|(pool, id)| {
-                let entry = pools.get_mut(pool).expect("checked above");
-                let resource = entry.resources.get_mut(id).expect("checked above");
-                resource.held_by = Some(grant.lease);
-                entry.free.remove(&resource.free_key);
-                GrantView {
-                    pool: Arc::clone(&entry.name),
-                    id: Arc::clone(&resource.id),
-                    data: resource.data.clone(),
-                }
-            })
-            .collect();
         if let Some(at) = grant.expires_at_ms {
             self.expiries.insert((at, grant.lease));
         }
@@ -334,10 +385,10 @@ impl State {
             expires_at_ms: grant.expires_at_ms,
             on_disconnect: grant.on_disconnect,
             request_id,
-            grants: Arc::clone(&grants),
+            places,
         };
         self.leases.insert(grant.lease, lease);
-        Ok(grants)
+        Ok(())
     }
 
     /// Applies a release; returns the lease as it was.
@@ -346,13 +397,15 @@ impl State {
             .leases
             .remove(&lease)
             .ok_or_else(|| format!("release of unknown lease {lease}"))?;
-        for grant in ended.grants.iter() {
-            let entry = (self.pools.get_mut(&grant.pool)).expect("a lease's pools exist");
-            let resource = (entry.resources.get_mut(&grant.id)).expect("a lease's resources exist");
+        for &place in ended.places.as_slice() {
             self.free_clock += 1;
+            let entry = &mut self.pools[place.pool as usize];
+            let resource = entry.slots[place.slot as usize]
+                .as_mut()
+                .expect("a lease's resources exist");
             resource.held_by = None;
             resource.free_key = self.free_clock;
-            entry.free.insert(self.free_clock, Arc::clone(&resource.id));
+            entry.free.insert(self.free_clock, place.slot);
         }
         self.forget_lease_indexes(lease, &ended);
         if let Some(request_id) = &ended.request_id {
@@ -363,6 +416,67 @@ impl State {
             }
         }
         Ok(ended)
+    }
+
+    /// The resource at `place`, which must hold one.
+    fn resource(&self, place: Place) -> &Resource {
+        self.pools[place.pool as usize].slots[place.slot as usize]
+            .as_ref()
+            .expect("a place names a resource")
+    }
+
+    /// The place of the pool named `name`, made (empty) if there is none.
+    fn pool_or_new(&mut self, name: &Name) -> u32 {
+        if let Some(&place) = self.pool_index.get(name.as_ref()) {
+            return place;
+        }
+        let place = self.pools.len() as u32;
+        self.pools.push(Pool {
+            name: Arc::clone(name),
+            slots: Vec::new(),
+            index: HashMap::default(),
+            free: BTreeMap::new(),
+            vacant: Vec::new(),
+            waiting: 0,
+        });
+        self.pool_index.insert(Arc::clone(name), place);
+        place
+    }
+
+    /// Lease `id` as the API shows it: its grants with their names and data.
+    fn view_of(&self, id: LeaseId, lease: &Lease) -> LeaseView {
+        let grants = (lease.places.as_slice().iter())
+            .map(|&place| {
+                let resource = self.resource(place);
+                GrantView {
+                    pool: Arc::clone(&self.pools[place.pool as usize].name),
+                    id: Arc::clone(&resource.id),
+                    data: resource.data.clone(),
+                }
+            })
+            .collect();
+        LeaseView {
+            id,
+            token: lease.token,
+            holder: lease.holder,
+            expires_at_ms: lease.expires_at_ms,
+            release_on_disconnect: lease.on_disconnect,
+            grants,
+        }
+    }
+
+    /// Lease `id` in brief, if it holds exactly one resource (of the pool at `pool`, when
+    /// given).
+    fn brief_of(&self, id: LeaseId, lease: &Lease, pool: Option<u32>) -> Option<SingleView> {
+        match lease.places {
+            Places::One(place) if pool.is_none_or(|pool| pool == place.pool) => Some(SingleView {
+                lease: id,
+                token: lease.token,
+                expires_at_ms: lease.expires_at_ms,
+                id: Arc::clone(&self.resource(place).id),
+            }),
+            _ => None,
+        }
     }
 
     fn forget_lease_indexes(&mut self, id: LeaseId, lease: &Lease) {
@@ -395,12 +509,12 @@ impl State {
         for (id, _) in &resources {
             check_name("resource id", id)?;
         }
-        let existing = self.pools.get(pool);
+        let existing = self.pool(pool).ok();
         let mut seen = HashSet::default();
         let new: Vec<(Name, Data)> = resources
             .into_iter()
             .filter(|(id, _)| {
-                existing.is_none_or(|entry| !entry.resources.contains_key(id.as_str()))
+                existing.is_none_or(|entry| !entry.index.contains_key(id.as_str()))
                     && seen.insert(id.clone())
             })
             .map(|(id, data)| (Name::from(id), data))
@@ -431,7 +545,7 @@ impl State {
         let mut leases = BTreeSet::new();
         let mut targets = BTreeSet::new();
         for id in ids {
-            let resource = entry.resources.get(id.as_str()).ok_or_else(|| {
+            let resource = entry.resource(id).ok_or_else(|| {
                 PoolError::UnknownResource(format!("pool {pool} has no resource {id}"))
             })?;
             if let Some(lease) = resource.held_by {
@@ -461,13 +575,13 @@ impl State {
     }
 
     fn pool(&self, pool: &str) -> Result<&Pool, PoolError> {
-        self.pool_named(pool).map(|(_, entry)| entry)
+        self.pool_place(pool)
+            .map(|place| &self.pools[place as usize])
     }
 
-    /// A pool with its shared name, for grants to hold.
-    fn pool_named(&self, pool: &str) -> Result<(&Name, &Pool), PoolError> {
-        self.pools
-            .get_key_value(pool)
+    /// The place of the pool named `pool` in [`State::pools`].
+    fn pool_place(&self, pool: &str) -> Result<u32, PoolError> {
+        (self.pool_index.get(pool).copied())
             .ok_or_else(|| PoolError::UnknownPool(format!("no pool named {pool}")))
     }
 
@@ -483,9 +597,9 @@ impl State {
         let queue_ahead = self.validate(&request)?;
         if let Some(request_id) = &request.request_id {
             if let Some(&lease) = self.requests.get(request_id.as_str()) {
-                return match self.view(lease) {
-                    Some(view) => Ok(Acquired::Granted(view)),
-                    None => Err(PoolError::Conflict(format!(
+                return match self.leases.contains_key(&lease) {
+                    true => Ok(Acquired::Granted(lease)),
+                    false => Err(PoolError::Conflict(format!(
                         "request id {request_id} already granted lease {lease}, which has \
                          ended since"
                     ))),
@@ -520,10 +634,8 @@ impl State {
         let id = self.next_waiter;
         self.next_waiter += 1;
         for want in &request.wants {
-            self.pools
-                .get_mut(want.pool.as_str())
-                .expect("validated")
-                .waiting += 1;
+            let place = self.pool_place(&want.pool).expect("validated");
+            self.pools[place as usize].waiting += 1;
         }
         self.waiters.push_back(Waiter {
             id,
@@ -580,7 +692,7 @@ impl State {
             }
             let mut ids = HashSet::default();
             for id in &want.ids {
-                if !entry.resources.contains_key(id.as_str()) {
+                if !entry.index.contains_key(id.as_str()) {
                     return Err(PoolError::UnknownResource(format!(
                         "pool {} has no resource {id}",
                         want.pool
@@ -595,44 +707,59 @@ impl State {
     }
 
     /// The resources that would satisfy `request` now, or `None` if some are not free.
-    fn pick(&self, request: &AcquireRequest) -> Result<Option<Vec<(Name, Name)>>, PoolError> {
+    fn pick(&self, request: &AcquireRequest) -> Result<Option<Places>, PoolError> {
+        if let [want] = request.wants.as_slice() {
+            if want.ids.is_empty() && want.count == 1 {
+                // The common case, an acquire of one resource, without an allocation.
+                let pool = self.pool_place(&want.pool)?;
+                let first = self.pools[pool as usize].free.values().next();
+                return Ok(first.map(|&slot| Places::One(Place { pool, slot })));
+            }
+        }
         let mut picks = Vec::new();
         for want in &request.wants {
-            let (pool, entry) = self.pool_named(&want.pool)?;
+            let pool = self.pool_place(&want.pool)?;
+            let entry = &self.pools[pool as usize];
             if want.ids.is_empty() {
                 if entry.free.len() < want.count as usize {
                     return Ok(None);
                 }
-                let ids = entry.free.values().take(want.count as usize);
-                picks.extend(ids.map(|id| (pool.clone(), id.clone())));
+                let slots = entry.free.values().take(want.count as usize);
+                picks.extend(slots.map(|&slot| Place { pool, slot }));
             } else {
                 for id in &want.ids {
-                    let (id, resource) =
-                        entry.resources.get_key_value(id.as_str()).ok_or_else(|| {
-                            PoolError::UnknownResource(format!(
-                                "pool {} has no resource {id}",
-                                want.pool
-                            ))
-                        })?;
-                    if resource.held_by.is_some() {
+                    let slot = *entry.index.get(id.as_str()).ok_or_else(|| {
+                        PoolError::UnknownResource(format!(
+                            "pool {} has no resource {id}",
+                            want.pool
+                        ))
+                    })?;
+                    if self.resource(Place { pool, slot }).held_by.is_some() {
                         return Ok(None);
                     }
-                    picks.push((pool.clone(), id.clone()));
+                    picks.push(Place { pool, slot });
                 }
             }
         }
-        Ok(Some(picks))
+        Ok(Some(Places::from_vec(picks)))
     }
 
+    /// Grants the resources at `places` to `client` for `request`; returns the new lease.
     fn grant(
         &mut self,
         client: u64,
         request: &AcquireRequest,
-        resources: Vec<(Name, Name)>,
+        places: Places,
         now_ms: u64,
         log: &mut Vec<Record>,
-    ) -> LeaseView {
+    ) -> LeaseId {
         let lease = self.next_lease;
+        let resources = (places.as_slice().iter())
+            .map(|&place| {
+                let name = &self.pools[place.pool as usize].name;
+                (Arc::clone(name), Arc::clone(&self.resource(place).id))
+            })
+            .collect();
         let record = GrantRecord {
             lease,
             token: self.next_token,
@@ -642,17 +769,10 @@ impl State {
             request_id: request.request_id.clone(),
             resources,
         };
-        let grants = (self.apply_grant(&record)).expect("a live grant fits the state");
-        let view = LeaseView {
-            id: lease,
-            token: record.token,
-            holder: record.holder,
-            expires_at_ms: record.expires_at_ms,
-            release_on_disconnect: record.on_disconnect,
-            grants,
-        };
+        let applied = self.apply_grant_at(&record, places);
+        applied.expect("a live grant fits the state");
         log.push(Record::Grant(record));
-        view
+        lease
     }
 
     /// Grants every waiter that can be satisfied, strictly in arrival order per pool: once a
@@ -682,7 +802,8 @@ impl State {
                 }
                 Ok(Some(picks)) => {
                     let waiter = self.dequeue(index);
-                    let view = self.grant(waiter.client, &waiter.request, picks, now_ms, log);
+                    let lease = self.grant(waiter.client, &waiter.request, picks, now_ms, log);
+                    let view = self.view(lease).expect("just granted");
                     woken.push((waiter.id, Ok(view)));
                 }
                 Err(err) => {
@@ -696,8 +817,8 @@ impl State {
     fn dequeue(&mut self, index: usize) -> Waiter {
         let waiter = self.waiters.remove(index).expect("index in range");
         for want in &waiter.request.wants {
-            if let Some(pool) = self.pools.get_mut(want.pool.as_str()) {
-                pool.waiting -= 1;
+            if let Ok(place) = self.pool_place(&want.pool) {
+                self.pools[place as usize].waiting -= 1;
             }
         }
         waiter
@@ -721,11 +842,11 @@ impl State {
     /// the first want it cannot serve yet and so would miss a removal in a later one.
     fn missing(&self, request: &AcquireRequest) -> Option<PoolError> {
         request.wants.iter().find_map(|want| {
-            let entry = self.pools.get(want.pool.as_str())?;
+            let entry = self.pool(&want.pool).ok()?;
             let id = want
                 .ids
                 .iter()
-                .find(|id| !entry.resources.contains_key(id.as_str()))?;
+                .find(|id| !entry.index.contains_key(id.as_str()))?;
             Some(PoolError::UnknownResource(format!(
                 "pool {} has no resource {id}",
                 want.pool
@@ -761,9 +882,11 @@ impl State {
         let ended = self
             .apply_release(lease)
             .map_err(|_| unknown_lease(lease))?;
+        // Its resources are free now, and still where the lease held them.
+        let view = self.view_of(lease, &ended);
         log.push(Record::Release { lease });
         self.serve_waiters(now_ms, log, woken);
-        Ok(view_of(lease, &ended))
+        Ok(view)
     }
 
     /// Ends a lease only if every resource it holds is in `pool`; any other lease is
@@ -792,19 +915,15 @@ impl State {
         woken: &mut Vec<Woken>,
     ) -> Result<SingleView, PoolError> {
         let held = self.lease_in(pool, lease)?;
-        let [grant] = &*held.grants else {
-            let count = held.grants.len();
+        let Some(single) = self.brief_of(lease, held, None) else {
+            let count = held.places.as_slice().len();
             return Err(PoolError::Invalid(format!(
                 "lease {lease} holds {count} resources; release it with release-in"
             )));
         };
-        let single = SingleView {
-            lease,
-            token: held.token,
-            expires_at_ms: held.expires_at_ms,
-            id: grant.id.clone(),
-        };
-        self.release(lease, now_ms, log, woken)?;
+        self.apply_release(lease).expect("held");
+        log.push(Record::Release { lease });
+        self.serve_waiters(now_ms, log, woken);
         Ok(single)
     }
 
@@ -815,7 +934,9 @@ impl State {
             .leases
             .get(&lease)
             .ok_or_else(|| unknown_lease(lease))?;
-        if held.grants.is_empty() || held.grants.iter().any(|grant| &*grant.pool != pool) {
+        let place = self.pool_index.get(pool).copied();
+        let places = held.places.as_slice();
+        if places.is_empty() || places.iter().any(|held| Some(held.pool) != place) {
             return Err(PoolError::UnknownLease(format!(
                 "lease {lease} is not a lease of pool {pool}"
             )));
@@ -832,7 +953,7 @@ impl State {
         log: &mut Vec<Record>,
         woken: &mut Vec<Woken>,
     ) -> Result<LeaseView, PoolError> {
-        let resource = self.pool(pool)?.resources.get(id).ok_or_else(|| {
+        let resource = self.pool(pool)?.resource(id).ok_or_else(|| {
             PoolError::UnknownResource(format!("pool {pool} has no resource {id}"))
         })?;
         let lease = resource.held_by.ok_or_else(|| {
@@ -937,7 +1058,16 @@ impl State {
 
     /// A lease as the API shows it, if it is held.
     pub(crate) fn view(&self, lease: LeaseId) -> Option<LeaseView> {
-        Some(view_of(lease, self.leases.get(&lease)?))
+        Some(self.view_of(lease, self.leases.get(&lease)?))
+    }
+
+    /// A held lease in brief, if it holds exactly one resource (of `pool`, when given).
+    pub(crate) fn single(&self, lease: LeaseId, pool: Option<&str>) -> Option<SingleView> {
+        let pool = match pool {
+            Some(pool) => Some(self.pool_place(pool).ok()?),
+            None => None,
+        };
+        self.brief_of(lease, self.leases.get(&lease)?, pool)
     }
 
     /// A held lease.
@@ -951,19 +1081,23 @@ impl State {
         let free = entry
             .free
             .values()
-            .map(|id| ResourceView {
-                id: id.to_string(),
-                data: entry.resources[id].data.clone(),
+            .map(|&slot| {
+                let resource = entry.slots[slot as usize]
+                    .as_ref()
+                    .expect("a free slot holds a resource");
+                ResourceView {
+                    id: resource.id.to_string(),
+                    data: resource.data.clone(),
+                }
             })
             .collect();
         let mut held: Vec<HeldView> = entry
-            .resources
-            .iter()
-            .filter_map(|(id, resource)| {
+            .resources()
+            .filter_map(|resource| {
                 let lease_id = resource.held_by?;
                 let lease = &self.leases[&lease_id];
                 Some(HeldView {
-                    id: id.to_string(),
+                    id: resource.id.to_string(),
                     data: resource.data.clone(),
                     lease: lease_id,
                     token: lease.token,
@@ -1050,28 +1184,28 @@ impl State {
     /// every lane waits on, so it only copies pointers (names and data are shared) and
     /// leaves the ordering a file wants to [`Snapshot::sort`], which the keeper runs after.
     pub(crate) fn snapshot(&self) -> Snapshot {
-        let pools = self
-            .pools
-            .iter()
-            .map(|(name, entry)| {
-                let (order, resources) = (entry.resources.iter())
-                    .map(|(id, resource)| {
+        let pools = (self.pools.iter())
+            .map(|entry| {
+                let (order, resources) = (entry.resources())
+                    .map(|resource| {
                         // Free ones in grant order, then the held ones.
                         let order = match resource.held_by {
                             None => resource.free_key,
                             Some(_) => u64::MAX,
                         };
-                        (order, (Arc::clone(id), resource.data.clone()))
+                        (order, (Arc::clone(&resource.id), resource.data.clone()))
                     })
                     .unzip();
                 PoolSnapshot {
-                    name: Arc::clone(name),
+                    name: Arc::clone(&entry.name),
                     resources,
                     order,
                 }
             })
             .collect();
-        let leases = self.leases.iter().map(|(&id, lease)| (id, lease.clone()));
+        let leases = (self.leases.iter())
+            .map(|(&id, lease)| self.record_of(id, lease))
+            .collect();
         let ended_requests = self
             .ended_requests
             .iter()
@@ -1086,9 +1220,27 @@ impl State {
             next_lease: self.next_lease,
             next_token: self.next_token,
             pools,
-            leases: Leases::Taken(leases.collect()),
+            leases,
             ended_requests,
             kv,
+        }
+    }
+
+    /// The grant record that makes lease `id`.
+    fn record_of(&self, id: LeaseId, lease: &Lease) -> GrantRecord {
+        GrantRecord {
+            lease: id,
+            token: lease.token,
+            holder: lease.holder,
+            expires_at_ms: lease.expires_at_ms,
+            on_disconnect: lease.on_disconnect,
+            request_id: lease.request_id.as_deref().map(str::to_owned),
+            resources: (lease.places.as_slice().iter())
+                .map(|&place| {
+                    let pool = &self.pools[place.pool as usize].name;
+                    (Arc::clone(pool), Arc::clone(&self.resource(place).id))
+                })
+                .collect(),
         }
     }
 
@@ -1101,8 +1253,8 @@ impl State {
                 resources: pool.resources,
             })?;
         }
-        for lease in snapshot.leases.into_records() {
-            state.apply_grant(&lease)?;
+        for lease in &snapshot.leases {
+            state.apply_grant(lease)?;
         }
         for (request_id, lease) in snapshot.ended_requests {
             if state.leases.contains_key(&lease) {
@@ -1122,35 +1274,49 @@ impl State {
     /// Checks the invariants every operation keeps; a description of the first broken one.
     #[cfg(test)]
     pub(crate) fn check(&self) -> Result<(), String> {
-        for (name, pool) in &self.pools {
-            if pool.name != *name || pool.resources.iter().any(|(id, r)| r.id != *id) {
-                return Err(format!("pool {name}: a name differs from its key"));
+        for (place, pool) in self.pools.iter().enumerate() {
+            let name = &pool.name;
+            if self.pool_index.get(name.as_ref()) != Some(&(place as u32)) {
+                return Err(format!("pool {name}: not at its indexed place"));
             }
-            let free = pool.resources.values().filter(|r| r.held_by.is_none());
+            let live = pool.slots.iter().filter(|slot| slot.is_some()).count();
+            if live != pool.index.len() || live + pool.vacant.len() != pool.slots.len() {
+                return Err(format!("pool {name}: slots out of step with the index"));
+            }
+            let free = pool.resources().filter(|r| r.held_by.is_none());
             if free.count() != pool.free.len() {
                 return Err(format!("pool {name}: free index out of step"));
             }
-            for (id, resource) in &pool.resources {
+            for (slot_id, &slot) in &pool.index {
+                let Some(resource) = &pool.slots[slot as usize] else {
+                    return Err(format!("{name}/{slot_id}: indexed at an empty slot"));
+                };
+                let id = &resource.id;
+                if id != slot_id {
+                    return Err(format!("{name}/{id}: indexed as {slot_id}"));
+                }
+                let here = Place {
+                    pool: place as u32,
+                    slot,
+                };
                 if let Some(lease) = resource.held_by {
                     let holds = self
                         .leases
                         .get(&lease)
-                        .is_some_and(|l| l.grants.iter().any(|g| g.pool == *name && g.id == *id));
+                        .is_some_and(|l| l.places.as_slice().contains(&here));
                     if !holds {
                         return Err(format!("{name}/{id} held by lease {lease} not holding it"));
                     }
-                } else if pool.free.get(&resource.free_key) != Some(id) {
+                } else if pool.free.get(&resource.free_key) != Some(&slot) {
                     return Err(format!("{name}/{id} free but not in the free index"));
                 }
             }
         }
         for (id, lease) in &self.leases {
-            for GrantView { pool, id: rid, .. } in lease.grants.iter() {
-                let held_by = self.pools[pool].resources[rid].held_by;
+            for &place in lease.places.as_slice() {
+                let held_by = self.resource(place).held_by;
                 if held_by != Some(*id) {
-                    return Err(format!(
-                        "lease {id} lists {pool}/{rid}, held by {held_by:?}"
-                    ));
+                    return Err(format!("lease {id} lists {place:?}, held by {held_by:?}"));
                 }
             }
             if lease.token >= self.next_token || *id >= self.next_lease {
@@ -1164,10 +1330,10 @@ impl State {
     #[cfg(test)]
     pub(crate) fn holdings(&self) -> BTreeMap<(String, String), LeaseId> {
         let mut out = BTreeMap::new();
-        for (name, pool) in &self.pools {
-            for (id, resource) in &pool.resources {
+        for pool in &self.pools {
+            for resource in pool.resources() {
                 if let Some(lease) = resource.held_by {
-                    out.insert((name.to_string(), id.to_string()), lease);
+                    out.insert((pool.name.to_string(), resource.id.to_string()), lease);
                 }
             }
         }
@@ -1179,9 +1345,9 @@ impl State {
     pub(crate) fn resources(&self) -> BTreeSet<(String, String)> {
         self.pools
             .iter()
-            .flat_map(|(name, pool)| {
-                let ids = pool.resources.keys();
-                ids.map(|id| (name.to_string(), id.to_string()))
+            .flat_map(|pool| {
+                let ids = pool.resources().map(|resource| &resource.id);
+                ids.map(|id| (pool.name.to_string(), id.to_string()))
             })
             .collect()
     }
@@ -1193,7 +1359,7 @@ pub(crate) struct Snapshot {
     next_lease: LeaseId,
     next_token: u64,
     pools: Vec<PoolSnapshot>,
-    leases: Leases,
+    leases: Vec<GrantRecord>,
     ended_requests: Vec<(Name, LeaseId)>,
     kv: BTreeMap<String, Arc<BTreeMap<String, String>>>,
 }
@@ -1212,62 +1378,7 @@ impl Snapshot {
             keyed.sort_unstable_by(|(a, (a_id, _)), (b, (b_id, _))| (a, a_id).cmp(&(b, b_id)));
             pool.resources = keyed.into_iter().map(|(_, resource)| resource).collect();
         }
-        if let Leases::Taken(leases) = &mut self.leases {
-            leases.sort_unstable_by_key(|(id, _)| *id);
-        }
-    }
-}
-
-/// A snapshot's leases: as taken from the state, sharing its grants, each turned into its
-/// record only when written; or as read from a file.
-#[derive(Debug)]
-enum Leases {
-    Taken(Vec<(LeaseId, Lease)>),
-    Read(Vec<GrantRecord>),
-}
-
-impl Leases {
-    fn into_records(self) -> Vec<GrantRecord> {
-        match self {
-            Leases::Taken(leases) => (leases.iter())
-                .map(|(id, lease)| lease.record(*id))
-                .collect(),
-            Leases::Read(leases) => leases,
-        }
-    }
-}
-
-impl Serialize for Leases {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Leases::Taken(leases) => {
-                serializer.collect_seq(leases.iter().map(|(id, lease)| lease.record(*id)))
-            }
-            Leases::Read(leases) => leases.serialize(serializer),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Leases {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Vec::deserialize(deserializer).map(Leases::Read)
-    }
-}
-
-impl Lease {
-    /// The grant record that makes this lease, as lease `id`.
-    fn record(&self, id: LeaseId) -> GrantRecord {
-        GrantRecord {
-            lease: id,
-            token: self.token,
-            holder: self.holder,
-            expires_at_ms: self.expires_at_ms,
-            on_disconnect: self.on_disconnect,
-            request_id: self.request_id.as_deref().map(str::to_owned),
-            resources: (self.grants.iter())
-                .map(|grant| (Arc::clone(&grant.pool), Arc::clone(&grant.id)))
-                .collect(),
-        }
+        self.leases.sort_unstable_by_key(|lease| lease.lease);
     }
 }
 

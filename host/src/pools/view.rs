@@ -4,6 +4,7 @@
 //! and its grants are lowered in place (`plugins::wasm::lower`), a status field by field.
 
 use super::record::{Data, LeaseId, Name};
+use super::state::State;
 use serde::Serialize;
 use std::sync::Arc;
 use wasmtime::component::{ComponentType, Lower};
@@ -55,6 +56,51 @@ impl LeaseView {
             }),
             _ => None,
         }
+    }
+}
+
+/// How an acquire answers: made from the state, under the pools lock, for a grant made at
+/// once; from the lease's view for a waiter, whose grant comes from another operation.
+pub(crate) trait Shape {
+    type Answer;
+
+    /// The answer for lease `lease`, which `state` holds.
+    fn of_state(&self, state: &State, lease: LeaseId) -> Self::Answer;
+
+    /// The answer for a waiter granted `view`.
+    fn of_view(&self, view: LeaseView) -> Self::Answer;
+}
+
+/// Answers the whole lease.
+pub(crate) struct Whole;
+
+impl Shape for Whole {
+    type Answer = LeaseView;
+
+    fn of_state(&self, state: &State, lease: LeaseId) -> LeaseView {
+        state.view(lease).expect("a granted lease is held")
+    }
+
+    fn of_view(&self, view: LeaseView) -> LeaseView {
+        view
+    }
+}
+
+/// Answers the lease in brief if it holds exactly one resource (of `pool`, when given), and
+/// otherwise its id. A grant made at once is briefed without building the whole view.
+pub(crate) struct Brief<'a> {
+    pub(crate) pool: Option<&'a str>,
+}
+
+impl Shape for Brief<'_> {
+    type Answer = Result<SingleView, LeaseId>;
+
+    fn of_state(&self, state: &State, lease: LeaseId) -> Self::Answer {
+        state.single(lease, self.pool).ok_or(lease)
+    }
+
+    fn of_view(&self, view: LeaseView) -> Self::Answer {
+        view.single(self.pool).ok_or(view.id)
     }
 }
 

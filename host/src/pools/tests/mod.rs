@@ -70,7 +70,7 @@ impl TestState {
     /// Acquires what must be granted at once.
     fn grant(&mut self, client: u64, request: AcquireRequest) -> LeaseView {
         match self.acquire(client, request) {
-            Ok(Acquired::Granted(lease)) => lease,
+            Ok(Acquired::Granted(lease)) => self.state.view(lease).expect("just granted"),
             other => panic!("expected a grant, got {other:?}"),
         }
     }

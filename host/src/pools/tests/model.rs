@@ -729,9 +729,13 @@ impl Run {
             }
             Call::Acquire(spec) => {
                 let acquired = state.acquire(spec.client, spec.request(), now, log);
+                let acquired = acquired.map(|acquired| match acquired {
+                    Acquired::Granted(lease) => Ok(state.view(lease).expect("just granted")),
+                    Acquired::Waiting(id) => Err(id),
+                });
                 answer(acquired, |acquired| match acquired {
-                    Acquired::Granted(lease) => Answer::Lease(Seen::of(&lease)),
-                    Acquired::Waiting(id) => Answer::Waiting(id),
+                    Ok(lease) => Answer::Lease(Seen::of(&lease)),
+                    Err(id) => Answer::Waiting(id),
                 })
             }
             Call::Cancel(waiter) => Answer::Flag(state.cancel_waiter(*waiter, now, log, woken)),

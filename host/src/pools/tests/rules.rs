@@ -354,6 +354,7 @@ fn a_restart_ends_expired_and_release_on_disconnect_leases_and_keeps_the_others(
     let Ok(Acquired::Granted(next)) = next else {
         panic!("{next:?}")
     };
+    let next = state.view(next).unwrap();
     assert!(next.token > plain.token && next.id > plain.id);
 }
 

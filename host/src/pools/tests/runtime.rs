@@ -1,6 +1,7 @@
 //! [`Pools`] with its threads and a data folder.
 
 use super::*;
+use crate::pools::view::Whole;
 use std::time::{Duration, Instant};
 
 fn deadline() -> Instant {
@@ -28,7 +29,7 @@ fn leases_survive_a_reopen_and_tokens_keep_growing() {
     let pools = Pools::open(dir.path(), Sizes::default()).unwrap();
     assert_eq!(pools.add("p", resources(&["r0", "r1"])).unwrap().0, 2);
     let (lease, seq) = pools
-        .acquire(7, AcquireRequest::count("p", 1), deadline())
+        .acquire(7, AcquireRequest::count("p", 1), deadline(), Whole)
         .unwrap();
     eventually("the grant is durable", || {
         pools.durability().is_durable(seq)
@@ -45,7 +46,7 @@ fn leases_survive_a_reopen_and_tokens_keep_growing() {
     assert_eq!(held, lease, "same resources, token and holder");
     assert_eq!(held.grants[0].data.as_str(), r#"{"id":"r0"}"#);
     let (next, _) = pools
-        .acquire(8, AcquireRequest::count("p", 1), deadline())
+        .acquire(8, AcquireRequest::count("p", 1), deadline(), Whole)
         .unwrap();
     assert_eq!(grants(&next), ["p/r1"]);
     assert!(next.token > lease.token && next.id > lease.id);
@@ -58,12 +59,12 @@ fn a_waiting_acquire_is_woken_by_a_release() {
     let pools = Pools::open(dir.path(), Sizes::default()).unwrap();
     pools.add("p", resources(&["r0"])).unwrap();
     let (held, _) = pools
-        .acquire(1, AcquireRequest::count("p", 1), deadline())
+        .acquire(1, AcquireRequest::count("p", 1), deadline(), Whole)
         .unwrap();
     let waiter = {
         let pools = pools.clone();
         let request = AcquireRequest::count("p", 1).wait_ms(15_000);
-        std::thread::spawn(move || pools.acquire(2, request, deadline()))
+        std::thread::spawn(move || pools.acquire(2, request, deadline(), Whole))
     };
     eventually("the acquire waits", || {
         pools.status("p").unwrap().0.waiting == 1
@@ -90,7 +91,7 @@ fn churn(pools: &Pools, bytes: u64) {
         let mut last = 0;
         for client in 0..50 {
             let (lease, _) = pools
-                .acquire(client, AcquireRequest::count("p", 1), deadline())
+                .acquire(client, AcquireRequest::count("p", 1), deadline(), Whole)
                 .unwrap();
             last = pools.release(lease.id).unwrap().1;
         }
@@ -168,7 +169,7 @@ fn rolling_journals_keep_every_lease_across_a_reopen() {
     let mut last = 0;
     for client in 0..3_000 {
         let (lease, seq) = pools
-            .acquire(client, AcquireRequest::count("p", 1), deadline())
+            .acquire(client, AcquireRequest::count("p", 1), deadline(), Whole)
             .unwrap();
         held.push_back(lease);
         last = seq;
