@@ -339,16 +339,22 @@ impl State {
     fn apply_grant(&mut self, grant: &GrantRecord) -> Result<(), String> {
         let mut places = Vec::with_capacity(grant.resources.len());
         for (pool, id) in &grant.resources {
-            let place = (self.pool_index.get(&**pool))
-                .and_then(|&place| Some((place, *self.pools[place as usize].index.get(&**id)?)))
-                .map(|(pool, slot)| Place { pool, slot });
-            let free = place.is_some_and(|place| self.resource(place).held_by.is_none());
-            if !free || places.contains(&place.expect("found")) {
+            let free = (self.place_of(pool, id)).filter(|&place| {
+                self.resource(place).held_by.is_none() && !places.contains(&place)
+            });
+            let Some(place) = free else {
                 return Err(format!("grant of {pool}/{id}, which is not free"));
-            }
-            places.push(place.expect("found"));
+            };
+            places.push(place);
         }
         self.apply_grant_at(grant, Places::from_vec(places))
+    }
+
+    /// Where resource `id` of pool `pool` is, if there is one.
+    fn place_of(&self, pool: &str, id: &str) -> Option<Place> {
+        let place = *self.pool_index.get(pool)?;
+        let slot = *self.pools[place as usize].index.get(id)?;
+        Some(Place { pool: place, slot })
     }
 
     /// Applies a grant of the free resources at `places` (those `grant` names).
@@ -754,12 +760,7 @@ impl State {
         log: &mut Vec<Record>,
     ) -> LeaseId {
         let lease = self.next_lease;
-        let resources = (places.as_slice().iter())
-            .map(|&place| {
-                let name = &self.pools[place.pool as usize].name;
-                (Arc::clone(name), Arc::clone(&self.resource(place).id))
-            })
-            .collect();
+        let resources = self.names_at(&places);
         let record = GrantRecord {
             lease,
             token: self.next_token,
@@ -1181,8 +1182,9 @@ impl State {
     // ---- snapshots -----------------------------------------------------------------------
 
     /// Everything durable, for a snapshot file. It is taken under the pools lock, which
-    /// every lane waits on, so it only copies pointers (names and data are shared) and
-    /// leaves the ordering a file wants to [`Snapshot::sort`], which the keeper runs after.
+    /// every lane waits on, so it only copies pointers (names and data are shared; a lease
+    /// takes one small list of them) and leaves the ordering a file wants to
+    /// [`Snapshot::sort`], which the keeper runs after.
     pub(crate) fn snapshot(&self) -> Snapshot {
         let pools = (self.pools.iter())
             .map(|entry| {
@@ -1235,13 +1237,18 @@ impl State {
             expires_at_ms: lease.expires_at_ms,
             on_disconnect: lease.on_disconnect,
             request_id: lease.request_id.as_deref().map(str::to_owned),
-            resources: (lease.places.as_slice().iter())
-                .map(|&place| {
-                    let pool = &self.pools[place.pool as usize].name;
-                    (Arc::clone(pool), Arc::clone(&self.resource(place).id))
-                })
-                .collect(),
+            resources: self.names_at(&lease.places),
         }
+    }
+
+    /// The (pool, id) names of the resources at `places`, as a grant record lists them.
+    fn names_at(&self, places: &Places) -> Vec<(Name, Name)> {
+        (places.as_slice().iter())
+            .map(|&place| {
+                let pool = &self.pools[place.pool as usize].name;
+                (Arc::clone(pool), Arc::clone(&self.resource(place).id))
+            })
+            .collect()
     }
 
     /// The state a snapshot describes.
