@@ -106,20 +106,14 @@ fn single_pool(request: &AcquireRequest) -> Result<&str, PoolError> {
 /// [`acquire_async`] of exactly one resource, answered in brief.
 pub(crate) async fn acquire_single_async(request: AcquireRequest) -> Result<SingleView, PoolError> {
     let repeat = single_acquire(&request)?;
-    let shape = Brief {
-        pool: repeat.as_ref().map(|repeat| repeat.pool.as_str()),
-    };
-    let answer = acquire_async_as(request, shape).await?;
+    let answer = acquire_async_as(request, Repeat::shape(&repeat)).await?;
     brief(answer, repeat)
 }
 
 /// [`acquire`] of exactly one resource, answered in brief (the native ABI's path).
 pub(crate) fn acquire_single(request: AcquireRequest) -> Result<SingleView, PoolError> {
     let repeat = single_acquire(&request)?;
-    let shape = Brief {
-        pool: repeat.as_ref().map(|repeat| repeat.pool.as_str()),
-    };
-    let answer = acquire_as(request, shape)?;
+    let answer = acquire_as(request, Repeat::shape(&repeat))?;
     brief(answer, repeat)
 }
 
@@ -128,6 +122,15 @@ pub(crate) fn acquire_single(request: AcquireRequest) -> Result<SingleView, Pool
 struct Repeat {
     pool: String,
     request_id: String,
+}
+
+impl Repeat {
+    /// How a single acquire answers: in brief, a repeat's lease checked against its pool.
+    fn shape(repeat: &Option<Repeat>) -> Brief<'_> {
+        Brief {
+            pool: repeat.as_ref().map(|repeat| repeat.pool.as_str()),
+        }
+    }
 }
 
 /// Checks that `request` asks for one resource; what its answer must be checked against.

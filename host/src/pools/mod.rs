@@ -343,8 +343,8 @@ impl Pools {
         };
         let (id, wait, answered) =
             match self.begin_acquire(client, request, deadline, channel, &shape)? {
-                Begun::Granted(lease, seq) => return Ok((lease, seq)),
-                Begun::Waiting { id, wait, answered } => (id, wait, answered),
+                (Begun::Granted(answer), seq) => return Ok((answer, seq)),
+                (Begun::Waiting { id, wait, answered }, _) => (id, wait, answered),
             };
         let result = match answered.recv_timeout(wait) {
             Ok(result) => result,
@@ -368,8 +368,8 @@ impl Pools {
         };
         let (id, wait, mut answered) =
             match self.begin_acquire(client, request, deadline, channel, &shape)? {
-                Begun::Granted(lease, seq) => return Ok((lease, seq)),
-                Begun::Waiting { id, wait, answered } => (id, wait, answered),
+                (Begun::Granted(answer), seq) => return Ok((answer, seq)),
+                (Begun::Waiting { id, wait, answered }, _) => (id, wait, answered),
             };
         let result = match tokio::time::timeout(wait, &mut answered).await {
             Ok(Ok(result)) => result,
@@ -379,7 +379,7 @@ impl Pools {
     }
 
     /// The first half of an acquire: granted at once, or queued as a waiter whose answer
-    /// goes to the channel `channel` makes.
+    /// goes to the channel `channel` makes; with the seq a grant's answer must wait for.
     fn begin_acquire<S: Shape, Rx>(
         &self,
         client: u64,
@@ -387,7 +387,7 @@ impl Pools {
         deadline: Instant,
         channel: impl FnOnce() -> (Answer, Rx),
         shape: &S,
-    ) -> Result<Begun<S::Answer, Rx>, PoolError> {
+    ) -> Result<(Begun<S::Answer, Rx>, u64), PoolError> {
         if let Some(wait) = request.wait_ms {
             let left = deadline
                 .saturating_duration_since(Instant::now())
@@ -410,7 +410,7 @@ impl Pools {
         // The answer channel is registered under the same lock that queued the waiter, so no
         // release can serve it before there is somewhere to send the grant.
         let begun = match state.acquire(client, request, now, log) {
-            Ok(Acquired::Granted(lease)) => Ok(Begun::Granted(shape.of_state(state, lease), 0)),
+            Ok(Acquired::Granted(lease)) => Ok(Begun::Granted(shape.of_state(state, lease))),
             Ok(Acquired::Waiting(id)) => {
                 let (answer, answered) = channel();
                 waiters.insert(id, answer);
@@ -419,10 +419,7 @@ impl Pools {
             Err(err) => Err(err),
         };
         let seq = self.finish(inner, before);
-        begun.map(|begun| match begun {
-            Begun::Granted(answer, _) => Begun::Granted(answer, seq),
-            waiting => waiting,
-        })
+        begun.map(|begun| (begun, seq))
     }
 
     /// A wait ran out: leaves the queue, unless a grant came first (`late` reads it).
@@ -748,7 +745,7 @@ impl Answer {
 
 /// How an acquire began.
 enum Begun<A, Rx> {
-    Granted(A, u64),
+    Granted(A),
     Waiting {
         id: WaiterId,
         wait: Duration,

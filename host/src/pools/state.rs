@@ -880,14 +880,25 @@ impl State {
         log: &mut Vec<Record>,
         woken: &mut Vec<Woken>,
     ) -> Result<LeaseView, PoolError> {
+        let ended = self.end_lease(lease, now_ms, log, woken)?;
+        // Its resources are where the lease held them, whoever holds them now.
+        Ok(self.view_of(lease, &ended))
+    }
+
+    /// Ends a lease and serves the waiters its resources satisfy; returns it as it was.
+    fn end_lease(
+        &mut self,
+        lease: LeaseId,
+        now_ms: u64,
+        log: &mut Vec<Record>,
+        woken: &mut Vec<Woken>,
+    ) -> Result<Lease, PoolError> {
         let ended = self
             .apply_release(lease)
             .map_err(|_| unknown_lease(lease))?;
-        // Its resources are free now, and still where the lease held them.
-        let view = self.view_of(lease, &ended);
         log.push(Record::Release { lease });
         self.serve_waiters(now_ms, log, woken);
-        Ok(view)
+        Ok(ended)
     }
 
     /// Ends a lease only if every resource it holds is in `pool`; any other lease is
@@ -922,9 +933,7 @@ impl State {
                 "lease {lease} holds {count} resources; release it with release-in"
             )));
         };
-        self.apply_release(lease).expect("held");
-        log.push(Record::Release { lease });
-        self.serve_waiters(now_ms, log, woken);
+        self.end_lease(lease, now_ms, log, woken)?;
         Ok(single)
     }
 
