@@ -15,9 +15,10 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 use resman_sdk::protocol::Framing;
+use serde_json::value::RawValue;
 
 use super::args::Step;
-use super::response::{find_fields, Parsed};
+use super::response::{Fields, Parsed};
 use super::template::{push_value, Template};
 
 /// The steps of a run, in order, each a request template.
@@ -156,16 +157,38 @@ impl Chains {
             .push(out, query_index, values);
     }
 
-    /// Takes the answer to `slot`'s request: moves its chain on a step, or, when the answer
-    /// is an error or lacks a field the next step needs, back to the first.
+    /// An answer to `slot`'s request is being read: its fields come next, through
+    /// [`field`](Self::field). Returns whether the next step needs any.
+    fn begin_answer(&mut self, slot: usize) -> bool {
+        let names = self.chain.needs(self.slots[slot].step);
+        self.found.clear();
+        self.found.resize(names.len(), false);
+        !names.is_empty()
+    }
+
+    /// A field of the answer to `slot`'s request: kept when the next step needs it.
+    fn field(&mut self, slot: usize, name: &str, value: &RawValue) {
+        let Slot { step, values } = &mut self.slots[slot];
+        let names = self.chain.needs(*step);
+        if let Some(i) = names.iter().position(|n| n == name) {
+            values[i].clear();
+            push_value(&mut values[i], value.get());
+            self.found[i] = true;
+        }
+    }
+
+    /// Takes the answer to `slot`'s request, its fields already read: moves its chain on a
+    /// step, or, when the answer is an error or lacks a field the next step needs, back to
+    /// the first.
     pub(super) fn answered(&mut self, slot: usize, answer: &Parsed) -> Option<Failure> {
         let step = self.slots[slot].step;
         self.counts[step].requests += 1;
         let failure = if answer.is_error {
             Some(Failure::Response)
         } else {
-            self.take_fields(slot, answer)
+            self.missing_field(step)
         };
+        self.found.clear();
         self.slots[slot].step = match failure {
             Some(_) => {
                 self.counts[step].errors += 1;
@@ -176,25 +199,10 @@ impl Chains {
         failure
     }
 
-    /// Keeps the fields of `answer` that the next step needs in `slot`'s values.
-    fn take_fields(&mut self, slot: usize, answer: &Parsed) -> Option<Failure> {
-        let step = self.slots[slot].step;
+    /// Which field the answer to `step` lacked that the next step needs, if any.
+    fn missing_field(&self, step: usize) -> Option<Failure> {
         let names = self.chain.needs(step);
-        if names.is_empty() {
-            return None;
-        }
-        let values = &mut self.slots[slot].values;
-        let found = &mut self.found;
-        found.clear();
-        found.resize(names.len(), false);
-        if let Some(job) = answer.result_job {
-            find_fields(job, names, |i, value| {
-                values[i].clear();
-                push_value(&mut values[i], value.get());
-                found[i] = true;
-            });
-        }
-        let missing = found.iter().position(|f| !f)?;
+        let missing = (0..names.len()).find(|&i| !self.found.get(i).copied().unwrap_or(false))?;
         Some(Failure::MissingField(format!(
             "the answer to {} has no field \"{}\" for step {} ({})",
             self.chain.steps[step].kind,
@@ -223,6 +231,38 @@ pub(super) fn add_counts(totals: &mut Vec<StepCount>, other: &[StepCount]) {
     for (total, count) in totals.iter_mut().zip(other) {
         total.requests += count.requests;
         total.errors += count.errors;
+    }
+}
+
+/// The [`Fields`] of an answer to one of a connection's chains, handed to the chain of the
+/// slot whose request it answers; `slot_of` finds that slot from the query index.
+pub(super) struct SlotFields<'c, F> {
+    chains: &'c mut Chains,
+    slot_of: F,
+    slot: Option<usize>,
+}
+
+impl<'c, F: Fn(u64) -> Option<usize>> SlotFields<'c, F> {
+    pub(super) fn new(chains: &'c mut Chains, slot_of: F) -> Self {
+        SlotFields {
+            chains,
+            slot_of,
+            slot: None,
+        }
+    }
+}
+
+impl<F: Fn(u64) -> Option<usize>> Fields for SlotFields<'_, F> {
+    fn answers(&mut self, query_index: u64) -> bool {
+        // An answer to no request in flight is an error the caller reports; it keeps nothing.
+        self.slot = (self.slot_of)(query_index);
+        self.slot.is_some_and(|slot| self.chains.begin_answer(slot))
+    }
+
+    fn field(&mut self, name: &str, value: &RawValue) {
+        if let Some(slot) = self.slot {
+            self.chains.field(slot, name, value);
+        }
     }
 }
 
@@ -261,7 +301,9 @@ mod tests {
     /// Gives `slot` the answer with `result_job`.
     fn answer(chains: &mut Chains, slot: usize, result_job: &str) -> Option<Failure> {
         let body = format!(r#"{{"queryIndex":9,"resultJob":{result_job}}}"#);
-        chains.answered(slot, &parse_response(body.as_bytes()).unwrap())
+        let mut fields = SlotFields::new(chains, |index| (index == 9).then_some(slot));
+        let parsed = parse_response(body.as_bytes(), &mut fields).unwrap();
+        chains.answered(slot, &parsed)
     }
 
     #[test]

@@ -17,10 +17,10 @@ use resman_sdk::protocol::Framing;
 use tokio::io::{AsyncRead, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::chain::{add_counts, Chains, Failure, StepCount};
+use super::chain::{add_counts, Chains, Failure, SlotFields, StepCount};
 use super::flight::InFlight;
 use super::report::{FirstError, Recorder};
-use super::response::{excerpt, first_error, parse_response, Parsed};
+use super::response::{excerpt, first_error, parse_response, NoFields, Parsed};
 use super::template::Template;
 
 /// The size of each connection's read buffer; it grows when one response is larger.
@@ -79,7 +79,19 @@ impl Requests {
         }
     }
 
-    /// Takes the answer to `slot`'s request; says why it counts as an error, if it does.
+    /// Reads an answer, handing the fields a chain needs to the chain of the slot it answers.
+    fn read(&mut self, body: &[u8], flight: &InFlight) -> anyhow::Result<Parsed> {
+        match self {
+            Requests::Single(_) => parse_response(body, &mut NoFields),
+            Requests::Chains(chains) => {
+                let slot_of = |query_index| flight.slot_of(query_index);
+                parse_response(body, &mut SlotFields::new(chains, slot_of))
+            }
+        }
+    }
+
+    /// Takes the answer to `slot`'s request, read by [`read`](Self::read); says why it
+    /// counts as an error, if it does.
     fn answered(&mut self, slot: usize, answer: &Parsed) -> Option<Failure> {
         match self {
             Requests::Single(_) => answer.is_error.then_some(Failure::Response),
@@ -318,7 +330,7 @@ impl Connection {
         stats: &mut ConnStats,
         latencies: &mut Vec<u64>,
     ) -> anyhow::Result<()> {
-        let parsed = parse_response(body)?;
+        let parsed = self.requests.read(body, flight)?;
         let Some((slot, sent)) = flight.complete(parsed.query_index) else {
             bail!(
                 "unexpected queryIndex {} (not in flight on this connection): {}",

@@ -59,13 +59,16 @@ impl InFlight {
         }
     }
 
+    /// The slot of the request with `query_index`, if it is in flight.
+    pub(super) fn slot_of(&self, query_index: u64) -> Option<usize> {
+        let slot = (query_index % self.index.len() as u64) as usize;
+        (query_index != FREE && self.index[slot] == query_index).then_some(slot)
+    }
+
     /// Frees the slot of `query_index` and returns it with the time its request was sent, or
     /// `None` when no such request is in flight.
     pub(super) fn complete(&mut self, query_index: u64) -> Option<(usize, Instant)> {
-        let slot = (query_index % self.index.len() as u64) as usize;
-        if query_index == FREE || self.index[slot] != query_index {
-            return None;
-        }
+        let slot = self.slot_of(query_index)?;
         self.index[slot] = FREE;
         self.free.push(slot);
         Some((slot, self.sent[slot]))
