@@ -10,7 +10,9 @@
 # Both count requests, each one durable change: a resman round trip is two (grant, release).
 # Under each row, "CPU": each server's CPU time (user + system, from /proc) per request, and
 # resman's as a multiple of Redis's. Servers and load generators share the machine, so CPU per
-# request says how much of it each server needs, however busy the machine was.
+# request says how much of it each server needs, however busy the machine was. "gen": the
+# same for each load generator (`resman bench`, `redis-benchmark`): what the generator takes
+# the server cannot have, so requests per second compare fairly only while these are alike.
 # Needs redis-server, redis-cli and redis-benchmark (Debian: redis-server), and python3.
 # Usage: scripts/bench-pools.sh [requests-per-setting] [rounds]
 #   rounds (default 1): each setting is measured this many times, the three servers one after
@@ -127,20 +129,32 @@ cpu_per_request() { # name ticks-before requests → "µs of its CPU per request
     python3 -c "print(f'{($(cpu_ticks "$1") - $2) / $hz * 1e6 / $3:.2f}')"
 }
 
-redis_lmove() { # port c P n → "rps p99_ms"; `free` filled by fill_redis first
-    local out
-    out=$(redis-benchmark -p "$1" -c "$2" -P "$3" -n "$4" --csv LMOVE free held LEFT RIGHT | tail -n 1)
-    # "LMOVE free held LEFT RIGHT","rps","avg","min","p50","p95","p99","max"
-    [ "$(redis-cli -p "$1" llen free)" -gt 0 ] || die "list free ran empty on port $1"
-    echo "$out" | python3 -c 'import csv,sys; r=next(csv.reader(sys.stdin)); print(round(float(r[1])), r[6])'
+# generator_cpu requests: the CPU (user + system) the last timed load generator took, per
+# request, from the file `time` wrote it to.
+TIMEFORMAT='%U %S'
+generator_cpu() {
+    python3 -c "import sys; u, s = map(float, open(sys.argv[1]).read().split()[-2:])
+print(f'{(u + s) * 1e6 / int(sys.argv[2]):.2f}')" "$work/generator.time" "$1"
 }
 
-resman_chain() { # c P n → "rps p99_ms errors first-error"
-    $resman bench --addr 127.0.0.1:$mport -c "$1" -P "$2" -n "$3" --json \
-        --step getProxy='{}' --step 'releaseProxy={"lease":{{lease}}}' |
-        python3 -c 'import json,sys; r=json.load(sys.stdin); e=r["first_error"] or {}
-print(round(r["requests_per_sec"]), round(r["latency_us"]["p99"]/1000, 3), r["errors"],
-      " ".join(e.get("err", "").split()))'
+redis_lmove() { # port c P n → "rps p99_ms generator_us"; `free` filled by fill_redis first
+    local out
+    out=$( { time redis-benchmark -p "$1" -c "$2" -P "$3" -n "$4" --csv LMOVE free held LEFT RIGHT \
+        2>&3; } 3>&2 2>"$work/generator.time" | tail -n 1)
+    # "LMOVE free held LEFT RIGHT","rps","avg","min","p50","p95","p99","max"
+    [ "$(redis-cli -p "$1" llen free)" -gt 0 ] || die "list free ran empty on port $1"
+    echo "$(echo "$out" | python3 -c 'import csv,sys; r=next(csv.reader(sys.stdin)); print(round(float(r[1])), r[6])'
+    ) $(generator_cpu "$4")"
+}
+
+resman_chain() { # c P n → "rps p99_ms generator_us errors first-error"
+    local out
+    out=$( { time $resman bench --addr 127.0.0.1:$mport -c "$1" -P "$2" -n "$3" --json \
+        --step getProxy='{}' --step 'releaseProxy={"lease":{{lease}}}' 2>&3; } 3>&2 \
+        2>"$work/generator.time")
+    echo "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); e=r["first_error"] or {}
+print(round(r["requests_per_sec"]), round(r["latency_us"]["p99"]/1000, 3), sys.argv[1], r["errors"],
+      " ".join(e.get("err", "").split()))' "$(generator_cpu "$3")"
 }
 
 start_redis redis-everysec $everysec_port everysec
@@ -168,9 +182,9 @@ for setting in "${settings[@]}"; do
         ticks=$(cpu_ticks resman)
         ours=$(resman_chain "$c" "$p" "$requests")
         ours_cpu=$(cpu_per_request resman "$ticks" "$requests")
-        read -r every_rps every_p99 <<<"$every"
-        read -r always_rps always_p99 <<<"$always"
-        read -r ours_rps ours_p99 ours_errors ours_first <<<"$ours"
+        read -r every_rps every_p99 every_gen <<<"$every"
+        read -r always_rps always_p99 always_gen <<<"$always"
+        read -r ours_rps ours_p99 ours_gen ours_errors ours_first <<<"$ours"
         vs_every+=("$(ratio "$ours_rps" "$every_rps")")
         vs_always+=("$(ratio "$ours_rps" "$always_rps")")
         cpu_every+=("$(ratio "$ours_cpu" "$every_cpu")")
@@ -179,6 +193,7 @@ for setting in "${settings[@]}"; do
             "$always_p99" "${vs_every[-1]}" "${vs_always[-1]}"
         printf "$row" "  CPU" "${ours_cpu} us" "" "${every_cpu} us" "" "${always_cpu} us" "" \
             "${cpu_every[-1]}" "${cpu_always[-1]}"
+        printf "$row" "  gen" "${ours_gen} us" "" "${every_gen} us" "" "${always_gen} us" "" "" ""
         [ "$ours_errors" = 0 ] || echo "  resman: $ours_errors error responses; the first: $ours_first"
     done
     if ((rounds > 1)); then
