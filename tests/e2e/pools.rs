@@ -164,6 +164,12 @@ async fn the_queue_report_counts_the_journals_commits() {
         count(&after, "maxSyncMicros") >= count(&after, "meanSyncMicros"),
         "{after}"
     );
+    // A commit is counted as held before its write and as a commit after it.
+    count(&after, "meanHeldMicros");
+    assert!(
+        count(&after, "heldToCap") <= count(&after, "commits") + 1,
+        "{after}"
+    );
     host.shutdown().await.expect("clean shutdown");
 }
 

@@ -67,25 +67,28 @@ impl Gather {
         let _ = self.committer.set(std::thread::current());
     }
 
-    /// Waits, on the committer thread, until no batch is running or `cap` has passed.
-    pub(crate) fn wait(&self, cap: Duration) {
-        park_until(Instant::now() + cap, || {
+    /// Waits, on the committer thread, until no batch is running or `cap` has passed;
+    /// returns whether batches were still running at the cap.
+    pub(crate) fn wait(&self, cap: Duration) -> bool {
+        !park_until(Instant::now() + cap, || {
             self.running.load(Ordering::Acquire) == 0
-        });
+        })
     }
 }
 
 /// Parks the committer thread until `done` holds or `until` has passed. `done` is asked at
 /// once and again at every wake: the committer is unparked when the last running batch ends
-/// (see [`Gather::batch_ended`]), which is also when records come.
-pub(crate) fn park_until(until: Instant, mut done: impl FnMut() -> bool) {
+/// (see [`Gather::batch_ended`]), which is also when records come. Returns whether `done`
+/// held.
+pub(crate) fn park_until(until: Instant, mut done: impl FnMut() -> bool) -> bool {
     while !done() {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return;
+            return false;
         }
         std::thread::park_timeout(left);
     }
+    true
 }
 
 /// How fast records arrive, as the committer sees it at each take, and whether a few records
@@ -140,7 +143,7 @@ mod tests {
     fn with_no_batch_running_the_committer_does_not_wait() {
         let gather = Gather::default();
         let started = Instant::now();
-        gather.wait(Duration::from_secs(30));
+        assert!(!gather.wait(Duration::from_secs(30)), "not held to the cap");
         assert!(started.elapsed() < Duration::from_secs(30));
     }
 

@@ -618,7 +618,8 @@ impl Pools {
                 }
                 if !inner.stopping {
                     drop(inner);
-                    self.gather.wait(gather::GATHER_CAP);
+                    let held = Instant::now();
+                    let to_cap = self.gather.wait(gather::GATHER_CAP);
                     inner = self.lock();
                     if let Some(linger) = pace.linger(inner.unwritten.records()) {
                         drop(inner);
@@ -628,6 +629,7 @@ impl Pools {
                         });
                         inner = self.lock();
                     }
+                    self.stats.held(held.elapsed(), to_cap);
                 }
                 pace.taken(inner.unwritten.records(), Instant::now());
                 std::mem::swap(&mut commit, &mut inner.unwritten);

@@ -16,6 +16,8 @@ pub(crate) struct CommitStats {
     sync_micros: AtomicU64,
     max_sync_micros: AtomicU64,
     last_sync_micros: AtomicU64,
+    held_micros: AtomicU64,
+    held_to_cap: AtomicU64,
     waiting_for_room: AtomicBool,
     snapshots: AtomicU64,
     snapshot_bytes: AtomicU64,
@@ -37,6 +39,12 @@ pub(crate) struct CommitReport {
     pub(crate) mean_sync_micros: u64,
     pub(crate) max_sync_micros: u64,
     pub(crate) last_sync_micros: u64,
+    /// The mean time a commit was held back before its write, for running batches and for
+    /// more records (see `gather`), in microseconds; and how many commits were held for the
+    /// whole gather cap because batches kept running. Beside the sync times, where the
+    /// committer's time goes: under a steady load, a cycle of hold, sync and wait for records.
+    pub(crate) mean_held_micros: u64,
+    pub(crate) held_to_cap: u64,
     /// The disk had no room for the latest commit: it is being tried again, and the
     /// answers it carries are held until it succeeds.
     pub(crate) waiting_for_room: bool,
@@ -59,6 +67,15 @@ impl CommitStats {
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         let micros = timed(&self.max_sync_micros, &self.last_sync_micros, took);
         self.sync_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Counts a commit held back for `took` before its write, `to_cap` when it was held for
+    /// the whole gather cap.
+    pub(crate) fn held(&self, took: Duration, to_cap: bool) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.held_micros.fetch_add(micros, Ordering::Relaxed);
+        self.held_to_cap
+            .fetch_add(u64::from(to_cap), Ordering::Relaxed);
     }
 
     /// Sets whether the committer waits for room on the disk; returns what it was.
@@ -91,6 +108,8 @@ impl CommitStats {
             mean_sync_micros: self.sync_micros.load(Ordering::Relaxed) / commits.max(1),
             max_sync_micros: self.max_sync_micros.load(Ordering::Relaxed),
             last_sync_micros: self.last_sync_micros.load(Ordering::Relaxed),
+            mean_held_micros: self.held_micros.load(Ordering::Relaxed) / commits.max(1),
+            held_to_cap: self.held_to_cap.load(Ordering::Relaxed),
             waiting_for_room: self.waiting_for_room.load(Ordering::Relaxed),
             snapshots: self.snapshots.load(Ordering::Relaxed),
             snapshot_bytes: self.snapshot_bytes(),
@@ -123,6 +142,11 @@ mod tests {
         assert_eq!(report.mean_sync_micros, 70);
         assert_eq!(report.max_sync_micros, 100);
         assert_eq!(report.last_sync_micros, 40);
+        assert_eq!((report.mean_held_micros, report.held_to_cap), (0, 0));
+        stats.held(Duration::from_micros(1_000), true);
+        stats.held(Duration::from_micros(200), false);
+        let report = stats.report();
+        assert_eq!((report.mean_held_micros, report.held_to_cap), (600, 1));
         assert!(!report.waiting_for_room);
         assert_eq!((report.snapshots, report.snapshot_bytes), (0, 0));
         stats.snapshot_written(4_000);
