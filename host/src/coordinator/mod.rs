@@ -99,7 +99,6 @@ impl Coordinator {
 
     /// Runs until shutdown has drained every lane, then cancels `drained`.
     pub(crate) async fn run(mut self, drained: CancellationToken) {
-        self.shared.pools.durability().deliver();
         let mut messages = Vec::with_capacity(64);
         let mut report = self.queue_report.map(tokio::time::interval);
         loop {
@@ -129,7 +128,6 @@ impl Coordinator {
         {
             tracing::error!("closing the pools panicked");
         }
-        self.shared.pools.durability().flushed().await;
         drained.cancel();
     }
 
