@@ -34,23 +34,18 @@ pub(crate) trait Waiter: Send + Sync {
 /// The durable seq and who waits for it.
 #[derive(Default)]
 pub(crate) struct Durability {
-    gate: Gate,
-}
-
-#[derive(Default)]
-struct Gate {
     /// The durable seq, readable without the lock; only written under it.
     durable: AtomicU64,
-    state: Mutex<GateState>,
+    state: Mutex<State>,
 }
 
 #[derive(Default)]
-struct GateState {
+struct State {
     failed: Option<String>,
     waiting: Vec<(u64, Arc<dyn Waiter>)>,
 }
 
-/// How a [`Gate::register`] went.
+/// How a [`Durability::register`] went.
 enum Registered {
     Waiting,
     Durable(u64),
@@ -61,14 +56,23 @@ impl Durability {
     /// The highest seq known durable. Lock-free: an answer whose seq is at most this needs no
     /// holding at all.
     pub(crate) fn durable(&self) -> u64 {
-        self.gate.durable.load(Ordering::Acquire)
+        self.durable.load(Ordering::Acquire)
     }
 
     /// Has `waiter` told when `seq` is durable (or the store failed): at once, on this
     /// thread, if it already is. A waiter is watched once at a time: it is watched again for
     /// what it still holds when it answers [`Waiter::reached`].
-    pub(crate) fn watch(&self, seq: u64, waiter: Arc<dyn Waiter>) {
-        self.gate.watch(seq, waiter);
+    pub(crate) fn watch(&self, mut seq: u64, waiter: Arc<dyn Waiter>) {
+        loop {
+            match self.register(seq, &waiter) {
+                Registered::Waiting => return,
+                Registered::Failed(reason) => return waiter.failed(&reason),
+                Registered::Durable(durable) => match waiter.reached(durable) {
+                    Some(next) => seq = next,
+                    None => return,
+                },
+            }
+        }
     }
 
     /// Whether `seq` is durable.
@@ -80,15 +84,15 @@ impl Durability {
     /// Everything up to `seq` is on disk: releases the waiters that waited for it.
     pub(crate) fn publish(&self, seq: u64) {
         let (due, durable) = {
-            let mut state = self.gate.lock();
-            let durable = self.gate.durable.load(Ordering::Relaxed).max(seq);
-            self.gate.durable.store(durable, Ordering::Release);
+            let mut state = self.lock();
+            let durable = self.durable.load(Ordering::Relaxed).max(seq);
+            self.durable.store(durable, Ordering::Release);
             let due = state.waiting.extract_if(.., |(at, _)| *at <= durable);
             (due.map(|(_, waiter)| waiter).collect::<Vec<_>>(), durable)
         };
         for waiter in due {
             if let Some(next) = waiter.reached(durable) {
-                self.gate.watch(next, waiter);
+                self.watch(next, waiter);
             }
         }
     }
@@ -96,27 +100,12 @@ impl Durability {
     /// The store failed: every waiting and later held answer gets `reason` instead.
     pub(crate) fn fail(&self, reason: String) {
         let waiting = {
-            let mut state = self.gate.lock();
+            let mut state = self.lock();
             state.failed = Some(reason.clone());
             std::mem::take(&mut state.waiting)
         };
         for (_, waiter) in waiting {
             waiter.failed(&reason);
-        }
-    }
-}
-
-impl Gate {
-    fn watch(&self, mut seq: u64, waiter: Arc<dyn Waiter>) {
-        loop {
-            match self.register(seq, &waiter) {
-                Registered::Waiting => return,
-                Registered::Failed(reason) => return waiter.failed(&reason),
-                Registered::Durable(durable) => match waiter.reached(durable) {
-                    Some(next) => seq = next,
-                    None => return,
-                },
-            }
         }
     }
 
@@ -133,7 +122,7 @@ impl Gate {
         Registered::Waiting
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
