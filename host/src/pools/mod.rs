@@ -59,14 +59,14 @@ const NO_ROOM_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// A batch counted as running for the committer's gathering until this drops (the batch
 /// finished, its task ended some other way, or it was abandoned at its deadline); the last
-/// to drop wakes the committer. It owns its handle on the pools, so that a batch's end may be
+/// of those the committer waits for wakes it. It owns its handle on the pools, so that a batch's end may be
 /// declared by another task than the one running it.
 #[must_use = "the batch counts as running until this drops"]
-pub(crate) struct BatchRunning(Arc<Pools>);
+pub(crate) struct BatchRunning(Arc<Pools>, gather::Started);
 
 impl Drop for BatchRunning {
     fn drop(&mut self) {
-        self.0.gather.batch_ended();
+        self.0.gather.batch_ended(self.1);
     }
 }
 
@@ -222,8 +222,8 @@ impl Pools {
     /// Counts a lane's batch as running while the guard lives, so that the committer
     /// gathers its records into one sync (see [`gather`]).
     pub(crate) fn batch_running(self: &Arc<Self>) -> BatchRunning {
-        self.gather.batch_started();
-        BatchRunning(Arc::clone(self))
+        let started = self.gather.batch_started();
+        BatchRunning(Arc::clone(self), started)
     }
 
     /// Runs one operation under the lock, journals its records and answers the waiters it
