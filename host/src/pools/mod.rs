@@ -59,8 +59,8 @@ const NO_ROOM_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// A batch counted as running for the committer's gathering until this drops (the batch
 /// finished, its task ended some other way, or it was abandoned at its deadline); the last
-/// of those the committer waits for wakes it. It owns its handle on the pools, so that a batch's end may be
-/// declared by another task than the one running it.
+/// of those the committer waits for wakes it. It owns its handle on the pools, so that a
+/// batch's end may be declared by another task than the one running it.
 #[must_use = "the batch counts as running until this drops"]
 pub(crate) struct BatchRunning(Arc<Pools>, gather::Started);
 

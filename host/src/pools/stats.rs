@@ -41,8 +41,9 @@ pub(crate) struct CommitReport {
     pub(crate) last_sync_micros: u64,
     /// The mean time a commit was held back before its write, for running batches and for
     /// more records (see `gather`), in microseconds; and how many commits were held for the
-    /// whole gather cap because batches kept running. Beside the sync times, where the
-    /// committer's time goes: under a steady load, a cycle of hold, sync and wait for records.
+    /// whole gather cap because the batches it waited for kept running. Beside the sync
+    /// times, where the committer's time goes: under a steady load, a cycle of hold, sync and
+    /// wait for records.
     pub(crate) mean_held_micros: u64,
     pub(crate) held_to_cap: u64,
     /// The disk had no room for the latest commit: it is being tried again, and the
