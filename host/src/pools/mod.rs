@@ -592,6 +592,14 @@ impl Pools {
 
     /// Writes and syncs what operations buffered, one batch per sync, and rolls the journal
     /// into a snapshot when it grows large; the slow file work goes to the [`keeper`].
+    ///
+    /// One thread both gathers a commit and syncs it, so the next commit's gathering waits for
+    /// this one's sync. Two committer threads taking turns, one gathering while the other
+    /// wrote and synced (a commit still written only once the one before was synced, as
+    /// recovery's torn-tail rule needs), were measured against this at 50 connections with 16
+    /// requests in flight each, in 10 pairs of runs of a million requests: 12% more commits,
+    /// each carrying fewer records, took 6% more CPU per request, and the host served 2% fewer
+    /// requests a second (3 pairs of 10 won). The host is short of CPU there, not of disk.
     fn commit_loop(self: Arc<Self>, folder: &Folder, journal: Journal, sizes: Sizes) {
         std::thread::scope(|scope| {
             let keeper = Keeper::start(scope, folder, sizes, &self.stats);
