@@ -23,7 +23,6 @@
 //! - [`builtin`]: `ping` and `srvQueuePrint`.
 //! - [`bench`](mod@bench): the load generator behind `resman bench`.
 //! - [`shutdown`]: SIGINT/SIGTERM as a future.
-//! - `json_text`: JSON strings and numbers written by hand on the hot paths.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), resman::Error> {
@@ -42,7 +41,6 @@ pub mod config;
 mod coordinator;
 mod error;
 pub mod jobber;
-mod json_text;
 mod plugins;
 mod pools;
 mod queue;

@@ -9,6 +9,7 @@
 //! - [`host`]: what a jobber may call back into the host for (logging, the clock).
 //! - [`pool`]: the host's durable resource pools (acquire, release, renew, fencing tokens).
 //! - [`store`]: a durable key-value store of the plugin's own.
+//! - [`json`]: JSON text written by hand, for answers on a hot path.
 //! - [`alloc`]: a global allocator for WASM plugins, faster than the target's for the
 //!   short-lived strings every request brings.
 //! - [`native`]: the C ABI of native plugins; `bindings` (on `wasm32`): the WIT world's
@@ -30,6 +31,7 @@ mod export;
 pub mod frame;
 pub mod host;
 pub mod jobber;
+pub mod json;
 pub mod native;
 pub mod pool;
 pub mod protocol;

@@ -5,7 +5,7 @@
 //!
 //! Resource data is JSON text checked when it was added ([`Data`]), kept and written as is.
 
-use crate::json_text::{push_str, push_u64};
+use resman_sdk::json::{push_str, push_u64};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use std::sync::Arc;
@@ -70,7 +70,7 @@ pub(crate) struct GrantRecord {
 
 impl Record {
     /// Appends the record's JSON, exactly the text `serde_json` writes for it: grants and
-    /// releases, nearly every record under load, by hand ([`crate::json_text`]), the rest
+    /// releases, nearly every record under load, by hand ([`resman_sdk::json`]), the rest
     /// through serde. Replay reads either through serde.
     pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
         match self {

@@ -431,7 +431,7 @@ fn write_envelope(out: &mut Vec<u8>, kind: &str, query_index: Option<&Number>, r
 fn begin_envelope(out: &mut Vec<u8>, kind: &str, query_index: Option<&Number>) -> usize {
     let start = out.len();
     out.extend_from_slice(b"{\"type\":");
-    crate::json_text::push_str(out, kind);
+    resman_sdk::json::push_str(out, kind);
     out.extend_from_slice(b",\"queryIndex\":");
     match query_index {
         Some(index) => write_json(out, index),
@@ -529,6 +529,46 @@ mod tests {
             .iter()
             .map(|answer| answer["queryIndex"].as_u64().unwrap())
             .collect()
+    }
+
+    #[test]
+    fn a_plugins_answer_text_is_checked_and_its_type_moved_however_it_is_spelled() {
+        let peer = Arc::new(Peer::new(1, Arc::default()));
+        let answers = [
+            (
+                r#" {"proxy":"a:1","lease":"2"} "#,
+                Some(json!({"proxy": "a:1", "lease": "2"})),
+            ),
+            (r#"{"type":"t2","n":1}"#, Some(json!({"n": 1}))),
+            (r#"{"t\u0079pe":"t2","n":1}"#, Some(json!({"n": 1}))),
+            (
+                r#"{"note":"no \"type\" here"}"#,
+                Some(json!({"note": "no \"type\" here"})),
+            ),
+            ("[1,2]", Some(json!([1, 2]))),
+            (r#"{"proxy":"a:1""#, None),
+            (r#"{"a":1} {"b":2}"#, None),
+            (r#"{"s":"bad \q escape"}"#, None),
+        ];
+        for (index, (text, expected)) in (0..).zip(&answers) {
+            let replied = peer.answers(None).reply_json(&request(index), text);
+            assert_eq!(replied.is_ok(), expected.is_some(), "{text}");
+        }
+        let written = written(&peer);
+        let valid: Vec<_> = answers
+            .iter()
+            .filter_map(|(_, expected)| expected.clone())
+            .collect();
+        assert_eq!(written.len(), valid.len());
+        for (answer, expected) in written.iter().zip(valid) {
+            assert_eq!(answer["resultJob"], expected, "{answer}");
+        }
+        assert_eq!(written[1]["type"], "t2");
+        assert_eq!(
+            written[2]["type"], "t2",
+            "a key that spells `type` with an escape"
+        );
+        assert_eq!(written[0]["type"], "getProxy");
     }
 
     #[test]

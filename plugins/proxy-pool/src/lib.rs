@@ -5,7 +5,8 @@
 //!
 //! `getProxy` is the hot path (benchmarked through WASM): one payload parse into a small
 //! struct, one `pool::acquire_single`, one typed answer built from the brief lease it
-//! returns. `releaseProxy` by lease is `pool::release_single`, as brief.
+//! returns and written to JSON text by hand (`answer_text`). `releaseProxy` by lease is
+//! `pool::release_single`, as brief.
 //!
 //! # Layout
 //!
@@ -42,6 +43,10 @@ impl Jobber for ProxyPool {
     ];
 
     type Answer = Answer;
+
+    fn answer_text(answer: Answer) -> Result<String, JobError> {
+        answer.text()
+    }
 
     fn handle(&mut self, request: Request) -> Result<Self::Answer, JobError> {
         let payload = request.payload.as_str();
