@@ -95,6 +95,16 @@ impl Object {
         self
     }
 
+    /// Adds the field `key` with a number written as a JSON string, as an id that is a
+    /// number but travels as text (a lease's, say) is written.
+    pub fn u64_text(&mut self, key: &str, value: u64) -> &mut Self {
+        self.key(key);
+        self.text.push(b'"');
+        push_u64(&mut self.text, value);
+        self.text.push(b'"');
+        self
+    }
+
     /// Adds the field `key` with a string value, or `null`.
     pub fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
         match value {
@@ -164,10 +174,16 @@ mod tests {
                 name: &'a str,
                 count: u64,
                 note: Option<&'a str>,
+                id: &'a str,
             }
             let mut object = Object::new();
-            object.str("name", &name).u64("count", count).opt_str("note", note.as_deref());
-            let expected = serde_json::to_string(&Fields { name: &name, count, note: note.as_deref() });
+            object
+                .str("name", &name)
+                .u64("count", count)
+                .opt_str("note", note.as_deref())
+                .u64_text("id", count);
+            let id = count.to_string();
+            let expected = serde_json::to_string(&Fields { name: &name, count, note: note.as_deref(), id: &id });
             prop_assert_eq!(object.finish(), expected.unwrap());
         }
     }

@@ -30,7 +30,7 @@ impl Answer {
             Answer::Got(got) => {
                 object
                     .str("proxy", &got.proxy)
-                    .str("lease", &got.lease)
+                    .lease("lease", &got.lease)
                     .u64("token", got.token);
                 if let Some(at) = got.expires_at_ms {
                     object.u64("expiresAtMs", at);
@@ -39,7 +39,7 @@ impl Answer {
             Answer::Released(released) => {
                 object
                     .opt_str("released", released.released.as_deref())
-                    .str("lease", &released.lease);
+                    .lease("lease", &released.lease);
             }
             Answer::Json(value) => {
                 return serde_json::to_string(&value).map_err(|err| {
@@ -69,13 +69,44 @@ impl From<Released> for Answer {
     }
 }
 
+/// A lease's id as an answer carries it: always JSON text, kept as the number a brief lease
+/// has until it is written, which spares the guest a string per answer.
+#[derive(Debug)]
+pub(crate) enum LeaseId {
+    Number(u64),
+    Text(String),
+}
+
+impl Serialize for LeaseId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            LeaseId::Number(number) => serializer.collect_str(number),
+            LeaseId::Text(text) => serializer.serialize_str(text),
+        }
+    }
+}
+
+/// Writes a [`LeaseId`] field.
+trait LeaseField {
+    fn lease(&mut self, key: &str, lease: &LeaseId) -> &mut Self;
+}
+
+impl LeaseField for Object {
+    fn lease(&mut self, key: &str, lease: &LeaseId) -> &mut Self {
+        match lease {
+            LeaseId::Number(number) => self.u64_text(key, *number),
+            LeaseId::Text(text) => self.str(key, text),
+        }
+    }
+}
+
 /// The `getProxy` answer: `{"proxy", "lease", "token"}`, and `expiresAtMs` when the lease
 /// has a TTL.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Got {
     proxy: String,
-    lease: String,
+    lease: LeaseId,
     token: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at_ms: Option<u64>,
@@ -85,14 +116,14 @@ pub(crate) struct Got {
 #[derive(Debug, Serialize)]
 pub(crate) struct Released {
     released: Option<String>,
-    lease: String,
+    lease: LeaseId,
 }
 
 /// The `getProxy` answer: `{"proxy", "lease", "token"}`, and `expiresAtMs` when the lease
 /// has a TTL. Moves the proxy out of the lease; this is the hot path.
 pub(crate) fn got(lease: SingleLease) -> Got {
     Got {
-        lease: lease.lease_id(),
+        lease: LeaseId::Number(lease.lease),
         proxy: lease.id,
         token: lease.token,
         expires_at_ms: lease.expires_at_ms,
@@ -102,7 +133,7 @@ pub(crate) fn got(lease: SingleLease) -> Got {
 /// The `releaseProxy` answer for a lease of one proxy, the hot path's.
 pub(crate) fn released_single(lease: SingleLease) -> Released {
     Released {
-        lease: lease.lease_id(),
+        lease: LeaseId::Number(lease.lease),
         released: Some(lease.id),
     }
 }
@@ -111,7 +142,7 @@ pub(crate) fn released_single(lease: SingleLease) -> Released {
 pub(crate) fn released(lease: Lease, pool: &str) -> Released {
     Released {
         released: proxy_of(&lease, pool).map(str::to_owned),
-        lease: lease.id,
+        lease: LeaseId::Text(lease.id),
     }
 }
 
