@@ -166,11 +166,22 @@ pub trait Jobber: Default + Send + 'static {
     /// [`JobError::Fail`] when the answer does not serialize (a map with non-string keys, a
     /// `Serialize` impl that fails).
     fn answer_text(answer: Self::Answer) -> Result<String, JobError> {
-        // `to_string` writes straight into the string; `Value`'s `Display` (what
-        // `to_string()` calls) would go through a formatter adapter per write.
-        serde_json::to_string(&answer)
-            .map_err(|err| JobError::fail(format!("the answer does not serialize to JSON: {err}")))
+        serde_text(&answer)
     }
+}
+
+/// `answer` as JSON text, written by `serde_json`: what [`Jobber::answer_text`] does unless a
+/// jobber overrides it, and what an override calls for the answers it does not write by hand.
+///
+/// # Errors
+///
+/// [`JobError::Fail`] when the answer does not serialize (a map with non-string keys, a
+/// `Serialize` impl that fails).
+pub fn serde_text<T: Serialize + ?Sized>(answer: &T) -> Result<String, JobError> {
+    // `to_string` writes straight into the string; `Value`'s `Display` (what `to_string()`
+    // calls) would go through a formatter adapter per write.
+    serde_json::to_string(answer)
+        .map_err(|err| JobError::fail(format!("the answer does not serialize to JSON: {err}")))
 }
 
 /// The failure a guest answers for a request of a type its jobber does not declare (the host

@@ -5,6 +5,7 @@
 //! The hot pair, `getProxy` and `releaseProxy`, answer typed structs whose JSON text is
 //! written by hand ([`Answer::text`]); the rest build a `Value` with `json!`.
 
+use resman_sdk::jobber::serde_text;
 use resman_sdk::json::Object;
 use resman_sdk::pool::{Lease, PoolStatus, SingleLease};
 use resman_sdk::JobError;
@@ -25,29 +26,11 @@ impl Answer {
     /// The answer's JSON text: the hot pair's written field by field, the same text
     /// `serde_json` writes at a fraction of its cost in a WASM guest.
     pub(crate) fn text(self) -> Result<String, JobError> {
-        let mut object = Object::new();
         match self {
-            Answer::Got(got) => {
-                object
-                    .str("proxy", &got.proxy)
-                    .lease("lease", &got.lease)
-                    .u64("token", got.token);
-                if let Some(at) = got.expires_at_ms {
-                    object.u64("expiresAtMs", at);
-                }
-            }
-            Answer::Released(released) => {
-                object
-                    .opt_str("released", released.released.as_deref())
-                    .lease("lease", &released.lease);
-            }
-            Answer::Json(value) => {
-                return serde_json::to_string(&value).map_err(|err| {
-                    JobError::fail(format!("the answer does not serialize to JSON: {err}"))
-                })
-            }
+            Answer::Got(got) => Ok(got.text()),
+            Answer::Released(released) => Ok(released.text()),
+            Answer::Json(value) => serde_text(&value),
         }
-        Ok(object.finish())
     }
 }
 
@@ -86,17 +69,13 @@ impl Serialize for LeaseId {
     }
 }
 
-/// Writes a [`LeaseId`] field.
-trait LeaseField {
-    fn lease(&mut self, key: &str, lease: &LeaseId) -> &mut Self;
-}
-
-impl LeaseField for Object {
-    fn lease(&mut self, key: &str, lease: &LeaseId) -> &mut Self {
-        match lease {
-            LeaseId::Number(number) => self.u64_text(key, *number),
-            LeaseId::Text(text) => self.str(key, text),
-        }
+impl LeaseId {
+    /// Adds it to `object` as the field `key`.
+    fn write(&self, object: &mut Object, key: &str) {
+        match self {
+            LeaseId::Number(number) => object.u64_text(key, *number),
+            LeaseId::Text(text) => object.str(key, text),
+        };
     }
 }
 
@@ -117,6 +96,28 @@ pub(crate) struct Got {
 pub(crate) struct Released {
     released: Option<String>,
     lease: LeaseId,
+}
+
+impl Got {
+    fn text(&self) -> String {
+        let mut object = Object::new();
+        object.str("proxy", &self.proxy);
+        self.lease.write(&mut object, "lease");
+        object.u64("token", self.token);
+        if let Some(at) = self.expires_at_ms {
+            object.u64("expiresAtMs", at);
+        }
+        object.finish()
+    }
+}
+
+impl Released {
+    fn text(&self) -> String {
+        let mut object = Object::new();
+        object.opt_str("released", self.released.as_deref());
+        self.lease.write(&mut object, "lease");
+        object.finish()
+    }
 }
 
 /// The `getProxy` answer: `{"proxy", "lease", "token"}`, and `expiresAtMs` when the lease
@@ -222,7 +223,6 @@ mod tests {
         }
     }
 
-    /// `answer` as the client receives it.
     /// `answer` as the client receives it, checked to be the text serde writes for it.
     fn json_of(answer: impl Into<Answer>) -> Value {
         let answer = answer.into();
