@@ -43,14 +43,59 @@ fn needs_escape(text: &[u8]) -> bool {
         .any(|&byte| byte < 0x20 || byte == b'"' || byte == b'\\')
 }
 
+/// Where the first byte a JSON string must escape (a control character, `"` or `\\`) is in
+/// `text`: how a reader finds the end of a string, or its next escape, a word at a time.
+/// The first word is checked inline, since most strings a reader meets end within it.
+#[inline]
+pub fn find_escape(text: &[u8]) -> Option<usize> {
+    match text.first_chunk::<8>() {
+        Some(word) => match escape_marks(u64::from_le_bytes(*word)) {
+            0 => find_escape_after_word(text),
+            marks => Some(first_marked(marks)),
+        },
+        None => (text.iter()).position(|&byte| byte < 0x20 || byte == b'"' || byte == b'\\'),
+    }
+}
+
+/// [`find_escape`] in a text of at least one word whose first word has none.
+fn find_escape_after_word(text: &[u8]) -> Option<usize> {
+    let mut at = 8;
+    while let Some(word) = text[at..].first_chunk::<8>() {
+        let marks = escape_marks(u64::from_le_bytes(*word));
+        if marks != 0 {
+            return Some(at + first_marked(marks));
+        }
+        at += 8;
+    }
+    if at == text.len() {
+        return None;
+    }
+    // The tail as a word that overlaps the last one checked, whose bytes had none.
+    let last = text.last_chunk::<8>()?;
+    let marks = escape_marks(u64::from_le_bytes(*last));
+    (marks != 0).then(|| text.len() - 8 + first_marked(marks))
+}
+
 /// Whether any of the eight bytes of `word` is a control character, `"` or `\\`.
 fn escapes_in(word: u64) -> bool {
+    escape_marks(word) != 0
+}
+
+/// The high bit of each byte of `word` that is a control character, `"` or `\\`. A byte
+/// after a marked one may be marked falsely (a borrow carries into it); the first mark is
+/// always right.
+fn escape_marks(word: u64) -> u64 {
     const ONES: u64 = u64::from_le_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
     // Not zero when a byte is below `n` (n <= 0x80).
     let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS;
     let equal = |word: u64, byte: u8| below(word ^ (ONES * u64::from(byte)), 1);
-    below(word, 0x20) | equal(word, b'"') | equal(word, b'\\') != 0
+    below(word, 0x20) | equal(word, b'"') | equal(word, b'\\')
+}
+
+/// The byte of a little-endian word that holds the lowest of `marks`.
+fn first_marked(marks: u64) -> usize {
+    (marks.trailing_zeros() / 8) as usize
 }
 
 /// Appends `number` in decimal.
@@ -193,6 +238,29 @@ mod tests {
         fn escapes_are_found_in_any_bytes(text: Vec<u8>) {
             let bytewise = text.iter().any(|&byte| byte < 0x20 || byte == b'"' || byte == b'\\');
             prop_assert_eq!(needs_escape(&text), bytewise);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_first_escape_is_found_in_any_bytes(text: Vec<u8>) {
+            let bytewise = text.iter().position(|&byte| byte < 0x20 || byte == b'"' || byte == b'\\');
+            prop_assert_eq!(find_escape(&text), bytewise);
+        }
+    }
+
+    #[test]
+    fn the_first_of_two_escapes_is_found_at_each_place() {
+        for len in 0..20 {
+            for first in 0..len {
+                for second in first..len {
+                    let mut text = vec![b'a'; len];
+                    text[second] = b'\\';
+                    text[first] = 0x1f;
+                    assert_eq!(find_escape(&text), Some(first), "{len} {first} {second}");
+                }
+            }
+            assert_eq!(find_escape(&vec![0xff; len]), None);
         }
     }
 

@@ -4,6 +4,7 @@
 pub(crate) mod connection;
 pub(crate) mod parse;
 pub(crate) mod peer;
+mod scan;
 
 use crate::coordinator::message::Message;
 use connection::{ConnLimits, Connection};

@@ -10,6 +10,7 @@
 //! into the outbox's held part, marked with its seq; the [`Durability`] gate tells the peer
 //! when a sync covered it, and only then does it move to the part the connection writes.
 
+use super::scan;
 use crate::jobber::Request;
 use crate::pools::durability::{Durability, Waiter};
 use resman_sdk::frame::push_escaping_crabs;
@@ -363,6 +364,16 @@ impl Answers<'_> {
             kind: Option<serde::de::IgnoredAny>,
         }
         let text = json.trim_ascii();
+        // Most answers are decided by the scan: valid, with no `type` to move. The rest are
+        // read by serde_json, which words what is wrong with them.
+        let plain = if text.starts_with('{') {
+            scan::members(text, |key, _| (key != "type").then_some(()))
+        } else {
+            scan::value(text)
+        };
+        if plain.is_some() {
+            return Ok(self.push(request, Body::Text(text)));
+        }
         if text.starts_with('{') {
             if serde_json::from_str::<Probe>(text)?.kind.is_some() {
                 return Ok(self.reply(request, serde_json::from_str(text)?));
@@ -534,6 +545,9 @@ mod tests {
     #[test]
     fn a_plugins_answer_text_is_checked_and_its_type_moved_however_it_is_spelled() {
         let peer = Arc::new(Peer::new(1, Arc::default()));
+        // Deeper than the scan goes: serde_json reads it.
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        let deep_value: Value = serde_json::from_str(&deep).unwrap();
         let answers = [
             (
                 r#" {"proxy":"a:1","lease":"2"} "#,
@@ -546,6 +560,11 @@ mod tests {
                 Some(json!({"note": "no \"type\" here"})),
             ),
             ("[1,2]", Some(json!([1, 2]))),
+            (
+                r#"{"a":{"type":"x"},"b":"\u00e9"}"#,
+                Some(json!({"a": {"type": "x"}, "b": "é"})),
+            ),
+            (&deep, Some(deep_value)),
             (r#"{"proxy":"a:1""#, None),
             (r#"{"a":1} {"b":2}"#, None),
             (r#"{"s":"bad \q escape"}"#, None),
