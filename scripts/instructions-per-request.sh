@@ -11,7 +11,8 @@
 # Needs valgrind (Debian: valgrind) and python3.
 # Usage: scripts/instructions-per-request.sh [requests] [connections] [pipeline]
 #   RESMAN_BIN=path measures another build of the host (default: this tree's release build);
-#   BENCH_DIR=folder holds the data files (default /var/tmp).
+#   BENCH_DIR=folder holds the data files (default /var/tmp); PROFILE_DIR=folder keeps the
+#   measured run's callgrind profile there as callgrind.out, for `callgrind_annotate`.
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
@@ -40,6 +41,9 @@ pid=
 cleanup() {
     [ -z "$pid" ] || kill "$pid" 2>/dev/null || true
     [ -z "$pid" ] || wait "$pid" 2>/dev/null || true
+    if [ -n "${PROFILE_DIR:-}" ] && [ -f "$work/profile" ]; then
+        mkdir -p "$PROFILE_DIR" && cp "$(cat "$work/profile")" "$PROFILE_DIR/callgrind.out"
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -87,6 +91,7 @@ for path in glob.glob(work + "/callgrind.out*"):
     text = open(path).read()
     if "Trigger: dump" in text:  # the measured run, not the program's exit
         counts.append(int(re.search(r"^summary: (\d+)", text, re.M).group(1)))
+        open(work + "/profile", "w").write(path)
 if len(counts) != 1:
     sys.exit(f"instructions-per-request: expected one dump, found {len(counts)}")
 print(f"{counts[0] / requests:.0f} instructions per request "

@@ -445,7 +445,11 @@ fn begin_envelope(out: &mut Vec<u8>, kind: &str, query_index: Option<&Number>) -
     resman_sdk::json::push_str(out, kind);
     out.extend_from_slice(b",\"queryIndex\":");
     match query_index {
-        Some(index) => write_json(out, index),
+        // A whole number, as clients send, without serde_json's machinery.
+        Some(index) => match index.as_u64() {
+            Some(number) => resman_sdk::json::push_u64(out, number),
+            None => write_json(out, index),
+        },
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"resultJob\":");
@@ -472,6 +476,22 @@ fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_query_index_is_echoed_as_serde_json_writes_it() {
+        let numbers = [
+            Number::from(7),
+            Number::from(u64::MAX),
+            Number::from(-4),
+            Number::from_f64(1.5).unwrap(),
+        ];
+        for number in numbers {
+            let mut out = Vec::new();
+            write_response(&mut out, "t", Some(&number), Body::Text("1"));
+            let expected = format!(r#"{{"type":"t","queryIndex":{number},"resultJob":1}}"#);
+            assert_eq!(String::from_utf8(out).unwrap(), expected);
+        }
+    }
 
     fn response(kind: &str, result: Value) -> String {
         let mut out = Vec::new();
