@@ -10,7 +10,8 @@
 #   after it and read after the measured run.
 # Needs valgrind (Debian: valgrind) and python3.
 # Usage: scripts/instructions-per-request.sh [requests] [connections] [pipeline]
-#   RESMAN_BIN=path measures another build of the host (default: this tree's release build);
+#   RESMAN_BIN=path measures another build of the host (default: this tree's release build),
+#   RESMAN_PLUGIN=path another build of the proxy-pool component;
 #   BENCH_DIR=folder holds the data files (default /var/tmp); PROFILE_DIR=folder keeps the
 #   measured run's callgrind profile there as callgrind.out, for `callgrind_annotate`.
 set -euo pipefail
@@ -34,7 +35,7 @@ cargo build --release -p resman --quiet
 ./scripts/build-plugins.sh release >/dev/null
 resman=target/release/resman
 host=${RESMAN_BIN:-$resman}
-plugin=target/plugins/release/proxy-pool.wasm
+plugin=${RESMAN_PLUGIN:-target/plugins/release/proxy-pool.wasm}
 
 work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/instructions.XXXXXX")
 pid=

@@ -131,6 +131,38 @@ async fn proxies_are_granted_once_each_and_come_back_on_release() {
     }
 }
 
+/// Free proxies are granted in turn, a released one at the back of the line, and one removed
+/// and added again comes back as a new one; each answered by its own name however often the
+/// plugin's instance has met it.
+#[tokio::test]
+async fn proxies_are_granted_in_turn_by_name_through_releases_and_removals() {
+    let setup = Setup::new(&["proxy-pool.wasm"]);
+    let host = setup.start().await;
+    let mut conn = host.raw().await;
+    let (a, b, c) = ("10.0.0.1:3128", "10.0.0.2:3128", "10.0.0.3:3128");
+    add_proxies(&mut conn, &[a, b]).await;
+    let mut granted = Vec::new();
+    for _ in 0..6 {
+        let got = ask(&mut conn, "getProxy", json!({})).await;
+        let proxy = got["proxy"].as_str().unwrap_or_else(|| panic!("{got}"));
+        let released = ask(&mut conn, "releaseProxy", json!({ "lease": got["lease"] })).await;
+        assert_eq!(released["released"], proxy, "{released}");
+        granted.push(proxy.to_owned());
+    }
+    // Free proxies are granted in turn, so each came three times.
+    assert_eq!(granted, [a, b, a, b, a, b]);
+
+    let removed = ask(&mut conn, "removeProxy", json!({ "proxies": [a] })).await;
+    assert_eq!(removed["removed"], 1, "{removed}");
+    add_proxies(&mut conn, &[c, a]).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(ask(&mut conn, "getProxy", json!({})).await["proxy"].clone());
+    }
+    assert_eq!(held, [b, c, a]);
+    host.shutdown().await.expect("clean shutdown");
+}
+
 #[tokio::test]
 async fn the_queue_report_counts_the_journals_commits() {
     let setup = Setup::new(&["proxy-pool.wasm"]);
