@@ -26,6 +26,7 @@ pub fn push_str(out: &mut Vec<u8>, text: &str) {
 /// that overlaps the last: a WASM guest's code checks a byte at a time at several times the
 /// native cost (an epoch check and spilled registers each iteration), and the strings of an
 /// answer are short, so a loop over their last bytes cost as much as the rest.
+#[inline]
 fn needs_escape(text: &[u8]) -> bool {
     if let Some(last) = text.last_chunk::<8>() {
         let (words, _) = text.as_chunks::<8>();
@@ -77,6 +78,7 @@ fn find_escape_after_word(text: &[u8]) -> Option<usize> {
 }
 
 /// Whether any of the eight bytes of `word` is a control character, `"` or `\\`.
+#[inline]
 fn escapes_in(word: u64) -> bool {
     escape_marks(word) != 0
 }
@@ -127,6 +129,7 @@ impl Object {
     }
 
     /// Adds the field `key` with a string value.
+    #[inline]
     pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
         self.key(key);
         push_str(&mut self.text, value);
@@ -134,6 +137,7 @@ impl Object {
     }
 
     /// Adds the field `key` with a number value.
+    #[inline]
     pub fn u64(&mut self, key: &str, value: u64) -> &mut Self {
         self.key(key);
         push_u64(&mut self.text, value);
@@ -142,6 +146,7 @@ impl Object {
 
     /// Adds the field `key` with a number written as a JSON string, as an id that is a
     /// number but travels as text (a lease's, say) is written.
+    #[inline]
     pub fn u64_text(&mut self, key: &str, value: u64) -> &mut Self {
         self.key(key);
         self.text.push(b'"');
@@ -151,6 +156,7 @@ impl Object {
     }
 
     /// Adds the field `key` with a string value, or `null`.
+    #[inline]
     pub fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
         match value {
             Some(value) => self.str(key, value),
@@ -172,11 +178,25 @@ impl Object {
         unsafe { String::from_utf8_unchecked(self.text) }
     }
 
+    /// Writes `,"key":` (no comma first).
+    ///
+    /// Inlined, with the methods that call it, into the plugin's code: its keys are
+    /// constants there, so the escape check folds away and the key is copied with stores of
+    /// a known size. Through a call, the key's copy was a `memory.copy`, which a WASM guest
+    /// makes as a call out to the host, for each key of each answer.
+    #[inline(always)]
     fn key(&mut self, key: &str) {
+        self.text.reserve(key.len() + 4);
         if self.text.len() > 1 {
             self.text.push(b',');
         }
-        push_str(&mut self.text, key);
+        if needs_escape(key.as_bytes()) {
+            push_str(&mut self.text, key);
+        } else {
+            self.text.push(b'"');
+            self.text.extend_from_slice(key.as_bytes());
+            self.text.push(b'"');
+        }
         self.text.push(b':');
     }
 }
@@ -274,6 +294,13 @@ mod tests {
             }
         }
         assert!(!needs_escape("10.0.0.7:3128 ~\u{7f}é".as_bytes()));
+    }
+
+    #[test]
+    fn a_key_with_bytes_to_escape_is_escaped() {
+        let mut object = Object::new();
+        object.u64("a\"b\n", 1).str("c", "d");
+        assert_eq!(object.finish(), r#"{"a\"b\n":1,"c":"d"}"#);
     }
 
     #[test]
