@@ -156,7 +156,7 @@ impl<'de, T: Wanted<'de>> Visitor<'de> for FieldVisitor<T> {
 }
 
 /// A request in the form clients send: a `type` without escapes, a `queryIndex` that is a
-/// whole number of at most 19 digits, any `payload`, each at most once. Read by
+/// whole number a u64 holds, any `payload`, each at most once. Read by
 /// [`scan::members`] in a fraction of what the [`Envelope`] costs; any other message,
 /// including every bad one, is left to the envelope, which words the errors.
 struct Plain<'a> {

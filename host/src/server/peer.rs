@@ -366,20 +366,14 @@ impl Answers<'_> {
         let text = json.trim_ascii();
         // Most answers are decided by the scan: valid, with no `type` to move. The rest are
         // read by serde_json, which words what is wrong with them.
-        let plain = if text.starts_with('{') {
-            scan::members(text, |key, _| (key != "type").then_some(()))
-        } else {
-            scan::value(text)
-        };
-        if plain.is_some() {
-            return Ok(self.push(request, Body::Text(text)));
-        }
-        if text.starts_with('{') {
-            if serde_json::from_str::<Probe>(text)?.kind.is_some() {
-                return Ok(self.reply(request, serde_json::from_str(text)?));
+        if !text.starts_with('{') {
+            if scan::value(text).is_none() {
+                serde_json::from_str::<&serde_json::value::RawValue>(text)?;
             }
-        } else {
-            serde_json::from_str::<&serde_json::value::RawValue>(text)?;
+        } else if scan::members(text, |key, _| (key != "type").then_some(())).is_none()
+            && serde_json::from_str::<Probe>(text)?.kind.is_some()
+        {
+            return Ok(self.reply(request, serde_json::from_str(text)?));
         }
         Ok(self.push(request, Body::Text(text)))
     }
