@@ -11,7 +11,8 @@
 # Needs valgrind (Debian: valgrind) and python3.
 # Usage: scripts/instructions-per-request.sh [requests] [connections] [pipeline]
 #   RESMAN_BIN=path measures another build of the host (default: this tree's release build),
-#   RESMAN_PLUGIN=path another build of the proxy-pool component;
+#   RESMAN_PLUGIN=path another build of the proxy-pool component (with both given, nothing is
+#   built: builds kept aside are compared while the tree changes);
 #   BENCH_DIR=folder holds the data files (default /var/tmp); PROFILE_DIR=folder keeps the
 #   measured run's callgrind profile there as callgrind.out, for `callgrind_annotate`.
 set -euo pipefail
@@ -31,8 +32,10 @@ for tool in valgrind callgrind_control python3; do
     command -v "$tool" >/dev/null || die "$tool not found (Debian: apt install valgrind)"
 done
 
-cargo build --release -p resman --quiet
-./scripts/build-plugins.sh release >/dev/null
+if [ -z "${RESMAN_BIN:-}" ] || [ -z "${RESMAN_PLUGIN:-}" ]; then
+    cargo build --release -p resman --quiet
+    ./scripts/build-plugins.sh release >/dev/null
+fi
 resman=target/release/resman
 host=${RESMAN_BIN:-$resman}
 plugin=${RESMAN_PLUGIN:-target/plugins/release/proxy-pool.wasm}

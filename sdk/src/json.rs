@@ -7,6 +7,11 @@
 //! the largest single cost of answering a `getProxy`. The host writes its journal records
 //! and response envelopes with [`push_str`] and [`push_u64`]; a jobber writes a hot answer
 //! with an [`Object`] (see [`Jobber::answer_text`](crate::Jobber::answer_text)).
+//!
+//! Reading goes the other way: [`scan`] checks JSON text and finds an object's members
+//! without decoding them, for the host's envelopes and a jobber's hottest payloads.
+
+pub mod scan;
 
 /// Appends `text` as a JSON string.
 pub fn push_str(out: &mut Vec<u8>, text: &str) {

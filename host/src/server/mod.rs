@@ -4,7 +4,6 @@
 pub(crate) mod connection;
 pub(crate) mod parse;
 pub(crate) mod peer;
-mod scan;
 
 use crate::coordinator::message::Message;
 use connection::{ConnLimits, Connection};

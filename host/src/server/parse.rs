@@ -1,7 +1,7 @@
 //! A frame's bytes → a [`Request`], or the reason it is not one. Pure, no I/O.
 
-use super::scan;
 use crate::jobber::Request;
+use resman_sdk::json::scan;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;

@@ -10,10 +10,10 @@
 //! into the outbox's held part, marked with its seq; the [`Durability`] gate tells the peer
 //! when a sync covered it, and only then does it move to the part the connection writes.
 
-use super::scan;
 use crate::jobber::Request;
 use crate::pools::durability::{Durability, Waiter};
 use resman_sdk::frame::push_escaping_crabs;
+use resman_sdk::json::scan;
 use resman_sdk::protocol::{ErrorCode, Framing, ERR_MSG_FROM_CLIENT};
 use serde_json::{Number, Value};
 use std::collections::VecDeque;

@@ -5,8 +5,14 @@
 //! `getProxy` ignores fields it does not know, because the original package's clients send
 //! `{"region": ...}` with it; the other types refuse unknown fields, which catches typos such
 //! as `ttl` for `ttlMs`.
+//!
+//! The two hot types, `getProxy` and `releaseProxy`, first try their payload's plain shape
+//! with [`scan`] (strings without escapes, whole numbers, each field once): serde's derived
+//! reading was about a fifth of the plugin's instructions per request. Anything else goes to
+//! serde, which reads it the same way or words the error.
 
 use crate::proxy;
+use resman_sdk::json::scan;
 use resman_sdk::pool::AcquireRequest;
 use resman_sdk::{parse_object as parse, JobError};
 use serde::Deserialize;
@@ -31,6 +37,45 @@ pub(crate) struct GetProxy {
 }
 
 impl GetProxy {
+    /// The payload read plainly: `null`, or an object whose fields this type knows are plain
+    /// (`requestId` a string without escapes, `ttlMs` and `waitMs` whole numbers,
+    /// `releaseOnDisconnect` a boolean) and each there once; `None` for anything else.
+    fn plain(payload: &str) -> Option<GetProxy> {
+        let mut get = GetProxy::default();
+        if payload == "null" {
+            return Some(get);
+        }
+        let mut seen = 0u8;
+        scan::members(payload, |key, value| {
+            let field = match key {
+                "requestId" => {
+                    get.request_id = Some(scan::plain_str(value)?.to_owned());
+                    1
+                }
+                "ttlMs" => {
+                    get.ttl_ms = Some(scan::whole_u64(value)?);
+                    2
+                }
+                "waitMs" => {
+                    get.wait_ms = Some(scan::whole_u64(value)?);
+                    4
+                }
+                "releaseOnDisconnect" => {
+                    get.release_on_disconnect = match value {
+                        "true" => true,
+                        "false" => false,
+                        _ => return None,
+                    };
+                    8
+                }
+                _ => return Some(()),
+            };
+            // Twice is an error serde words.
+            (seen & field == 0).then(|| seen |= field)
+        })?;
+        Some(get)
+    }
+
     /// The acquire of one proxy of `pool` this payload asks for. The pool's request ids are
     /// shared by every plugin, so the client's `requestId` is scoped as `<pool>/<requestId>`:
     /// a client reusing an id it gave another plugin gets a proxy, not that plugin's lease.
@@ -84,6 +129,7 @@ struct Proxies {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(deny_unknown_fields)]
 #[serde(expecting = r#"an object {"proxy": "host:port"} or {"lease": "<id>"}"#)]
 struct ReleaseFields {
@@ -103,7 +149,10 @@ struct Empty {}
 /// `invalid` for a payload that is not an object of the fields above, a `ttlMs` of 0, or an
 /// empty or overlong `requestId`.
 pub(crate) fn get_proxy(payload: &str) -> Result<GetProxy, JobError> {
-    let get: GetProxy = parse::<Option<GetProxy>>("getProxy", payload)?.unwrap_or_default();
+    let get = match GetProxy::plain(payload) {
+        Some(get) => get,
+        None => parse::<Option<GetProxy>>("getProxy", payload)?.unwrap_or_default(),
+    };
     if get.ttl_ms == Some(0) {
         return Err(invalid("getProxy", "ttlMs must be at least 1"));
     }
@@ -130,7 +179,11 @@ pub(crate) fn add_proxy(payload: &str) -> Result<Vec<String>, JobError> {
 ///
 /// `invalid` unless exactly one of `proxy` (a `host:port`) and `lease` (not empty) is given.
 pub(crate) fn release_proxy(payload: &str) -> Result<Release, JobError> {
-    match parse("releaseProxy", payload)? {
+    let fields = match plain_release(payload) {
+        Some(fields) => fields,
+        None => parse("releaseProxy", payload)?,
+    };
+    match fields {
         ReleaseFields {
             proxy: Some(proxy),
             lease: None,
@@ -146,6 +199,29 @@ pub(crate) fn release_proxy(payload: &str) -> Result<Release, JobError> {
             "give exactly one of proxy and lease",
         )),
     }
+}
+
+/// A `releaseProxy` payload read plainly: an object of one member, `proxy` or `lease`, a
+/// string without escapes. `None` for anything else.
+fn plain_release(payload: &str) -> Option<ReleaseFields> {
+    let mut only = None;
+    scan::members(payload, |key, value| {
+        matches!(key, "proxy" | "lease").then_some(())?;
+        let string = scan::plain_str(value)?;
+        only.replace((key, string)).is_none().then_some(())
+    })?;
+    let (key, string) = only?;
+    let string = Some(string.to_owned());
+    Some(match key {
+        "proxy" => ReleaseFields {
+            proxy: string,
+            lease: None,
+        },
+        _ => ReleaseFields {
+            proxy: None,
+            lease: string,
+        },
+    })
 }
 
 /// A `renewProxy` payload.
@@ -223,12 +299,94 @@ fn check_request_id(id: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     /// The message of an `invalid` rejection; panics on anything else.
     fn invalid_message(err: JobError) -> String {
         match err {
             JobError::Reject { code, message } if code == "invalid" => message,
             other => panic!("expected an invalid rejection, got {other:?}"),
+        }
+    }
+
+    /// Payloads of the fields these types know and some they do not, each value mostly of
+    /// the field's own kind and otherwise anything, some fields twice.
+    fn payloads() -> impl Strategy<Value = String> {
+        let key = prop::sample::select(vec![
+            "requestId",
+            "ttlMs",
+            "waitMs",
+            "releaseOnDisconnect",
+            "region",
+            "proxy",
+            "lease",
+        ]);
+        let other = prop::sample::select(vec![
+            r#""a\"b""#,
+            r#""\u0041:1""#,
+            "-1",
+            "1.5",
+            "1e3",
+            "null",
+            r#"{"x": [1]}"#,
+            "\"\"",
+        ]);
+        let member = (key, any::<bool>(), "[a-z0-9:.]{0,6}", any::<u64>(), other).prop_map(
+            |(key, own_kind, text, number, other)| {
+                let value = match (own_kind, key) {
+                    (false, _) => other.to_owned(),
+                    (true, "ttlMs" | "waitMs") => number.to_string(),
+                    (true, "releaseOnDisconnect") => (number % 2 == 0).to_string(),
+                    (true, _) => format!("{text:?}"),
+                };
+                format!("{key:?}: {value}")
+            },
+        );
+        let object = prop::collection::vec(member, 0..4)
+            .prop_map(|members| format!("{{{}}}", members.join(", ")));
+        prop_oneof![
+            8 => object,
+            1 => Just("null".to_owned()),
+            1 => Just("[]".to_owned()),
+            1 => Just(r#"{"ttlMs": 1"#.to_owned()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+        #[test]
+        fn the_plain_readings_agree_with_serde(payload in payloads()) {
+            if let Some(plain) = GetProxy::plain(&payload) {
+                let serde = parse::<Option<GetProxy>>("getProxy", &payload);
+                prop_assert_eq!(Ok(plain), serde.map(Option::unwrap_or_default), "{}", payload);
+            }
+            if let Some(plain) = plain_release(&payload) {
+                let serde = parse::<ReleaseFields>("releaseProxy", &payload);
+                prop_assert_eq!(Ok(plain), serde, "{}", payload);
+            }
+        }
+    }
+
+    #[test]
+    fn what_clients_send_is_read_plainly() {
+        for payload in [
+            "null",
+            "{}",
+            r#"{"requestId": "r1", "ttlMs": 30000, "waitMs": 500,
+                "releaseOnDisconnect": true, "region": "eu"}"#,
+        ] {
+            assert!(GetProxy::plain(payload).is_some(), "{payload}");
+        }
+        for payload in [r#"{"lease": "17"}"#, r#"{"proxy": "a:1"}"#] {
+            assert!(plain_release(payload).is_some(), "{payload}");
+        }
+        // Left to serde, to read or to refuse with its words.
+        for payload in [r#"{"ttlMs": 1, "ttlMs": 2}"#, r#"{"requestId": "\u0041"}"#] {
+            assert_eq!(GetProxy::plain(payload), None, "{payload}");
+        }
+        for payload in [r#"{"lease": "1", "proxy": "a:1"}"#, r#"{"lease": 1}"#, "{}"] {
+            assert_eq!(plain_release(payload), None, "{payload}");
         }
     }
 
