@@ -12,10 +12,21 @@
 //! `str` by hand through [`lower_as_string`], with the trait items
 //! wasmtime keeps `#[doc(hidden)]` for its derives; they are checked against the WIT when a
 //! component is linked, so a mismatch is a load error, never a bad call.
+//!
+//! The two answers every request's guest receives, the next request and a lease in brief
+//! ([`SingleAnswer`]), are written into guest memory by hand with [`copy_utf8`] and
+//! [`Fields`]: the derived lowering looks the guest's memory up through the instance's
+//! options once per field (seven or eight times for these), this once per answer.
 
+use super::bindings::resman::jobber::pools as wit;
 use crate::pools::record::{Data, LeaseId};
-use crate::pools::view::{GrantView, LeaseView};
+use crate::pools::view::{GrantView, LeaseView, SingleView};
+use std::mem::MaybeUninit;
 use std::sync::Arc;
+use wasmtime::component::__internal::wasmtime_environ::component::StringEncoding;
+use wasmtime::component::__internal::{
+    CanonicalAbiInfo, InstanceType, InterfaceType, LowerContext,
+};
 use wasmtime::component::{ComponentType, Lower};
 
 /// The WIT record `lease`, lowered from a [`LeaseView`] without copying its grants.
@@ -106,6 +117,124 @@ macro_rules! lower_as_string {
 }
 
 pub(super) use lower_as_string;
+
+/// Copies `text` into the guest's memory as the canonical ABI lowers a `string` for a guest
+/// that takes UTF-8 (one `realloc`, then the bytes): its pointer and length. `None` for a
+/// guest of another encoding, or a text too long for a guest string, whose lowering is left
+/// to wasmtime (which converts it, or words the error).
+pub(super) fn copy_utf8<T>(
+    cx: &mut LowerContext<'_, T>,
+    text: &str,
+) -> wasmtime::Result<Option<[u32; 2]>> {
+    let len = u32::try_from(text.len()).ok().filter(|&len| len < 1 << 31);
+    let (StringEncoding::Utf8, Some(len)) = (cx.options().string_encoding, len) else {
+        return Ok(None);
+    };
+    let ptr = cx.realloc(0, 0, 1, text.len())?;
+    cx.as_slice_mut()[ptr..][..text.len()].copy_from_slice(text.as_bytes());
+    Ok(Some([u32::try_from(ptr)?, len]))
+}
+
+/// A variant's tag and the fields of its case's record, written into guest memory where the
+/// canonical ABI lays them out: the tag first, the record after it at the alignment of the
+/// whole variant, each field at its own alignment after the one before.
+pub(super) struct Fields<'m> {
+    memory: &'m mut [u8],
+    at: usize,
+}
+
+impl<'m> Fields<'m> {
+    /// Writes `tag` at `offset` in `memory`, for a variant `variant` (an option or a result).
+    pub(super) fn after_tag(
+        memory: &'m mut [u8],
+        offset: usize,
+        tag: u8,
+        variant: CanonicalAbiInfo,
+    ) -> Self {
+        memory[offset] = tag;
+        Fields {
+            memory,
+            at: (offset + 1).next_multiple_of(variant.align32 as usize),
+        }
+    }
+
+    /// Writes the next field, of WIT type `F`, as `bytes` (little-endian, as the ABI wants).
+    pub(super) fn put<F: ComponentType + ?Sized>(&mut self, bytes: &[u8]) -> &mut Self {
+        let at = F::ABI.next_field32_size(&mut self.at);
+        self.memory[at..][..bytes.len()].copy_from_slice(bytes);
+        self
+    }
+
+    /// Writes the next field, an `option<u64>`: its tag, and its value when it has one.
+    pub(super) fn put_option_u64(&mut self, value: Option<u64>) -> &mut Self {
+        let at = <Option<u64>>::ABI.next_field32_size(&mut self.at);
+        self.memory[at] = u8::from(value.is_some());
+        if let Some(value) = value {
+            let value_at = (at + 1).next_multiple_of(<u64>::ALIGN32 as usize);
+            self.memory[value_at..][..8].copy_from_slice(&value.to_le_bytes());
+        }
+        self
+    }
+
+    /// Writes the next field, a `string` already copied to `pointer_and_length`.
+    pub(super) fn put_string(&mut self, [pointer, length]: [u32; 2]) -> &mut Self {
+        let at = <str>::ABI.next_field32_size(&mut self.at);
+        self.memory[at..][..4].copy_from_slice(&pointer.to_le_bytes());
+        self.memory[at + 4..][..4].copy_from_slice(&length.to_le_bytes());
+        self
+    }
+}
+
+/// What `acquire-single` and `release-single` answer, `result<single-lease, pool-error>`:
+/// lowered as wasmtime's derives lower it, except a lease into memory, written by hand (see
+/// the module's doc).
+pub(crate) struct SingleAnswer(pub(crate) Result<SingleView, wit::PoolError>);
+
+type SingleResult = Result<SingleView, wit::PoolError>;
+
+// SAFETY: the layout, ABI and type check are `SingleResult`'s, and every value lowers to the
+// bytes that type's lowering writes (the derived lowering does the rest); the end-to-end
+// tests read every field of these answers back from the guest.
+unsafe impl ComponentType for SingleAnswer {
+    type Lower = <SingleResult as ComponentType>::Lower;
+    const ABI: CanonicalAbiInfo = <SingleResult as ComponentType>::ABI;
+
+    fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> wasmtime::Result<()> {
+        <SingleResult as ComponentType>::typecheck(ty, types)
+    }
+}
+
+// SAFETY: see `ComponentType` above.
+unsafe impl Lower for SingleAnswer {
+    fn linear_lower_to_flat<T>(
+        &self,
+        cx: &mut LowerContext<'_, T>,
+        ty: InterfaceType,
+        dst: &mut MaybeUninit<Self::Lower>,
+    ) -> wasmtime::Result<()> {
+        self.0.linear_lower_to_flat(cx, ty, dst)
+    }
+
+    fn linear_lower_to_memory<T>(
+        &self,
+        cx: &mut LowerContext<'_, T>,
+        ty: InterfaceType,
+        offset: usize,
+    ) -> wasmtime::Result<()> {
+        let Ok(lease) = &self.0 else {
+            return self.0.linear_lower_to_memory(cx, ty, offset);
+        };
+        let Some(id) = copy_utf8(cx, &lease.id)? else {
+            return self.0.linear_lower_to_memory(cx, ty, offset);
+        };
+        Fields::after_tag(cx.as_slice_mut(), offset, 0, Self::ABI)
+            .put::<u64>(&lease.lease.to_le_bytes())
+            .put::<u64>(&lease.token.to_le_bytes())
+            .put_option_u64(lease.expires_at_ms)
+            .put_string(id);
+        Ok(())
+    }
+}
 
 lower_as_string!(LeaseText, lease_text);
 lower_as_string!(Data, data_text);

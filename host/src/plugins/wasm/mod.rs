@@ -822,9 +822,9 @@ mod tests {
             self.out = Some(payload);
             Ok(Some(Handout {
                 kind: self.kind,
-                query_index: 1.0,
-                client_id: 7,
-                attempt: 1,
+                query_index: 2.5,
+                client_id: u64::MAX - 1,
+                attempt: 2,
                 payload: Some(payload.into()),
                 due: Instant::now() + self.timeout,
             }))
@@ -873,7 +873,18 @@ mod tests {
     }
 
     fn echoed(payload: &str) -> CallOutcome {
-        CallOutcome::Done(format!(r#"{{"attempt":1,"payload":"{payload}"}}"#))
+        CallOutcome::Done(format!(r#"{{"attempt":2,"payload":"{payload}"}}"#))
+    }
+
+    #[test]
+    fn a_batch_request_reaches_the_guest_field_by_field() {
+        if misbehave().is_none() {
+            return;
+        }
+        let (answers, _) = serve_as_told(&["\"request\"", "\"a\""], Duration::from_secs(5));
+        let fields = r#"{"attempt":2,"clientId":18446744073709551614,"kind":"misbehave.as-told","payload":"request","queryIndex":2.5}"#;
+        assert_eq!(answers[0].1, CallOutcome::Done(fields.into()));
+        assert_eq!(answers[1].1, echoed("a"));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use super::bindings::resman::jobber::pools as wit;
 use super::bindings::resman::jobber::store as wit_store;
-use super::lower::Lease;
+use super::lower::{Lease, SingleAnswer};
 use super::StoreState;
 use crate::pools::api;
 use crate::pools::view::{LeaseView, StatusView};
@@ -83,7 +83,8 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result
     pools.func_wrap_async("acquire-single", |_, (request,): (wit::AcquireRequest,)| {
         Box::new(async move {
             let request = acquire_request(request);
-            Ok((api::acquire_single_async(request).await.map_err(error),))
+            let answer = api::acquire_single_async(request).await.map_err(error);
+            Ok((SingleAnswer(answer),))
         })
     })?;
     pools.func_wrap("release", |store, (id,): (WasmStr,)| {
@@ -95,7 +96,7 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result
     })?;
     pools.func_wrap("release-single", |store, (pool, id): (WasmStr, WasmStr)| {
         let (pool, id) = (pool.to_str(&store)?, id.to_str(&store)?);
-        Ok((api::release_single(&pool, &id).map_err(error),))
+        Ok((SingleAnswer(api::release_single(&pool, &id).map_err(error)),))
     })?;
     pools.func_wrap(
         "release-resource",
