@@ -21,6 +21,7 @@
 pub(crate) mod api;
 pub(crate) mod context;
 pub(crate) mod durability;
+mod free;
 pub(crate) mod gather;
 mod journal;
 mod keeper;

@@ -10,6 +10,7 @@
 //! Waiters are the one part not journaled: a waiting acquire belongs to a live request, and a
 //! restart ends every request.
 
+use super::free::FreeQueue;
 use super::record::{Data, GrantRecord, LeaseId, Name, Record};
 use super::view::{GrantView, HeldView, LeaseView, ResourceView, SingleView, StatusView};
 use resman_sdk::pool::{AcquireRequest, PoolError};
@@ -93,8 +94,8 @@ struct Pool {
     slots: Vec<Option<Resource>>,
     /// Resource id → its slot.
     index: HashMap<Name, u32>,
-    /// free_key → slot, in grant order.
-    free: BTreeMap<u64, u32>,
+    /// The free resources' slots, in grant order.
+    free: FreeQueue,
     /// Empty slots, for the next resources added.
     vacant: Vec<u32>,
     /// Waiters that want this pool.
@@ -109,6 +110,15 @@ struct Resource {
     held_by: Option<LeaseId>,
     /// Its place in `Pool::free` while free.
     free_key: u64,
+}
+
+/// Whether the resource at `slot` of `slots` is free with `key`: whether a [`FreeQueue`]
+/// entry is live.
+fn is_free(slots: &[Option<Resource>]) -> impl Fn(u64, u32) -> bool + '_ {
+    move |key, slot| {
+        (slots.get(slot as usize).and_then(Option::as_ref))
+            .is_some_and(|resource| resource.held_by.is_none() && resource.free_key == key)
+    }
 }
 
 impl Pool {
@@ -279,7 +289,7 @@ impl State {
                             (entry.slots.len() - 1) as u32
                         }
                     };
-                    entry.free.insert(*clock, slot);
+                    entry.free.push(*clock, slot);
                     entry.index.insert(Arc::clone(id), slot);
                 }
             }
@@ -291,10 +301,10 @@ impl State {
                 let resource = slot.and_then(|slot| entry.slots[slot as usize].as_ref());
                 match (slot, resource) {
                     (Some(slot), Some(resource)) if resource.held_by.is_none() => {
-                        entry.free.remove(&resource.free_key);
                         entry.index.remove(id.as_str());
                         entry.slots[slot as usize] = None;
                         entry.vacant.push(slot);
+                        entry.free.taken(is_free(&entry.slots));
                     }
                     _ => return Err(format!("remove of {pool}/{id}, which is not free")),
                 }
@@ -368,7 +378,7 @@ impl State {
                 .as_mut()
                 .expect("a place names a resource");
             resource.held_by = Some(grant.lease);
-            entry.free.remove(&resource.free_key);
+            entry.free.taken(is_free(&entry.slots));
         }
         if let Some(at) = grant.expires_at_ms {
             self.expiries.insert((at, grant.lease));
@@ -411,7 +421,7 @@ impl State {
                 .expect("a lease's resources exist");
             resource.held_by = None;
             resource.free_key = self.free_clock;
-            entry.free.insert(self.free_clock, place.slot);
+            entry.free.push(self.free_clock, place.slot);
         }
         self.forget_lease_indexes(lease, &ended);
         if let Some(request_id) = &ended.request_id {
@@ -441,7 +451,7 @@ impl State {
             name: Arc::clone(name),
             slots: Vec::new(),
             index: HashMap::default(),
-            free: BTreeMap::new(),
+            free: FreeQueue::default(),
             vacant: Vec::new(),
             waiting: 0,
         });
@@ -718,8 +728,8 @@ impl State {
             if want.ids.is_empty() && want.count == 1 {
                 // The common case, an acquire of one resource, without an allocation.
                 let pool = self.pool_place(&want.pool)?;
-                let first = self.pools[pool as usize].free.values().next();
-                return Ok(first.map(|&slot| Places::One(Place { pool, slot })));
+                let first = self.pools[pool as usize].free.first();
+                return Ok(first.map(|slot| Places::One(Place { pool, slot })));
             }
         }
         let mut picks = Vec::new();
@@ -730,8 +740,9 @@ impl State {
                 if entry.free.len() < want.count as usize {
                     return Ok(None);
                 }
-                let slots = entry.free.values().take(want.count as usize);
-                picks.extend(slots.map(|&slot| Place { pool, slot }));
+                let slots = entry.free.slots(is_free(&entry.slots));
+                let slots = slots.take(want.count as usize);
+                picks.extend(slots.map(|slot| Place { pool, slot }));
             } else {
                 for id in &want.ids {
                     let slot = *entry.index.get(id.as_str()).ok_or_else(|| {
@@ -1090,8 +1101,8 @@ impl State {
         let entry = self.pool(pool)?;
         let free = entry
             .free
-            .values()
-            .map(|&slot| {
+            .slots(is_free(&entry.slots))
+            .map(|slot| {
                 let resource = entry.slots[slot as usize]
                     .as_ref()
                     .expect("a free slot holds a resource");
@@ -1300,8 +1311,14 @@ impl State {
                 return Err(format!("pool {name}: slots out of step with the index"));
             }
             let free = pool.resources().filter(|r| r.held_by.is_none());
-            if free.count() != pool.free.len() {
+            let queued: HashSet<u32> = pool.free.slots(is_free(&pool.slots)).collect();
+            if free.count() != pool.free.len() || queued.len() != pool.free.len() {
                 return Err(format!("pool {name}: free index out of step"));
+            }
+            if pool.free.first() != pool.free.slots(is_free(&pool.slots)).next() {
+                return Err(format!(
+                    "pool {name}: the free queue's front is not its first free"
+                ));
             }
             for (slot_id, &slot) in &pool.index {
                 let Some(resource) = &pool.slots[slot as usize] else {
@@ -1323,7 +1340,7 @@ impl State {
                     if !holds {
                         return Err(format!("{name}/{id} held by lease {lease} not holding it"));
                     }
-                } else if pool.free.get(&resource.free_key) != Some(&slot) {
+                } else if !queued.contains(&slot) {
                     return Err(format!("{name}/{id} free but not in the free index"));
                 }
             }
