@@ -9,17 +9,14 @@
 //! through a [`Feed`], so a request whose client left is still dropped when its turn comes,
 //! each answer leaves at once, and each request's deadline starts when it is handed out.
 
-use super::lower::{copy_utf8, lower_as_string, Fields};
+use super::lower::{copy_utf8, lower_as_string, lower_by_hand, Fields};
 use super::types_api::JobError;
 use super::{answer_outcome, StoreState};
 use crate::plugins::CallOutcome;
 use std::any::Any;
-use std::mem::MaybeUninit;
 use std::sync::Arc;
 use std::time::Instant;
-use wasmtime::component::__internal::{
-    CanonicalAbiInfo, InstanceType, InterfaceType, LowerContext,
-};
+use wasmtime::component::__internal::LowerContext;
 use wasmtime::component::{ComponentType, Linker, Lower};
 
 /// The WIT instance `next-request` is linked into (see `pools_api::POOLS` on the version).
@@ -82,49 +79,29 @@ lower_as_string!(Payload, payload_text);
 /// by hand (see `lower.rs`).
 struct NextRequest(Option<RequestView>);
 
-// SAFETY: the layout, ABI and type check are `Option<RequestView>`'s, and every value lowers
-// to the bytes that type's lowering writes (the derived lowering does the rest).
-unsafe impl ComponentType for NextRequest {
-    type Lower = <Option<RequestView> as ComponentType>::Lower;
-    const ABI: CanonicalAbiInfo = <Option<RequestView> as ComponentType>::ABI;
+lower_by_hand!(NextRequest, Option<RequestView>, write_request);
 
-    fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> wasmtime::Result<()> {
-        <Option<RequestView> as ComponentType>::typecheck(ty, types)
-    }
-}
-
-// SAFETY: see `ComponentType` above; a test reads every field back from the guest.
-unsafe impl Lower for NextRequest {
-    fn linear_lower_to_flat<T>(
-        &self,
-        cx: &mut LowerContext<'_, T>,
-        ty: InterfaceType,
-        dst: &mut MaybeUninit<Self::Lower>,
-    ) -> wasmtime::Result<()> {
-        self.0.linear_lower_to_flat(cx, ty, dst)
-    }
-
-    fn linear_lower_to_memory<T>(
-        &self,
-        cx: &mut LowerContext<'_, T>,
-        ty: InterfaceType,
-        offset: usize,
-    ) -> wasmtime::Result<()> {
-        let Some(request) = &self.0 else {
-            return self.0.linear_lower_to_memory(cx, ty, offset);
-        };
-        let payload = payload_text(&request.payload, &mut itoa::Buffer::new());
-        let Some(payload) = copy_utf8(cx, payload)? else {
-            return self.0.linear_lower_to_memory(cx, ty, offset);
-        };
-        Fields::after_tag(cx.as_slice_mut(), offset, 1, Self::ABI)
-            .put::<u32>(&request.kind.to_le_bytes())
-            .put::<f64>(&request.query_index.to_le_bytes())
-            .put::<u64>(&request.client_id.to_le_bytes())
-            .put::<u32>(&request.attempt.to_le_bytes())
-            .put_string(payload);
-        Ok(())
-    }
+/// Writes a request at `offset`, as `option`'s `some`; `false` for none.
+fn write_request<T>(
+    next: &Option<RequestView>,
+    cx: &mut LowerContext<'_, T>,
+    offset: usize,
+) -> wasmtime::Result<bool> {
+    let Some(request) = next else {
+        return Ok(false);
+    };
+    let payload = payload_text(&request.payload, &mut itoa::Buffer::new());
+    let Some(payload) = copy_utf8(cx, payload)? else {
+        return Ok(false);
+    };
+    let abi = <NextRequest as ComponentType>::ABI;
+    Fields::after_tag(cx.as_slice_mut(), offset, 1, abi)
+        .put::<u32>(&request.kind.to_le_bytes())
+        .put::<f64>(&request.query_index.to_le_bytes())
+        .put::<u64>(&request.client_id.to_le_bytes())
+        .put::<u32>(&request.attempt.to_le_bytes())
+        .put_string(payload);
+    Ok(true)
 }
 
 /// Links `batch.next-request`, which serves the feed of the `serve-batch` call under way.

@@ -21,12 +21,9 @@
 use super::bindings::resman::jobber::pools as wit;
 use crate::pools::record::{Data, LeaseId};
 use crate::pools::view::{GrantView, LeaseView, SingleView};
-use std::mem::MaybeUninit;
 use std::sync::Arc;
 use wasmtime::component::__internal::wasmtime_environ::component::StringEncoding;
-use wasmtime::component::__internal::{
-    CanonicalAbiInfo, InstanceType, InterfaceType, LowerContext,
-};
+use wasmtime::component::__internal::{CanonicalAbiInfo, LowerContext};
 use wasmtime::component::{ComponentType, Lower};
 
 /// The WIT record `lease`, lowered from a [`LeaseView`] without copying its grants.
@@ -70,49 +67,75 @@ fn data_text<'a>(data: &'a Data, _: &mut itoa::Buffer) -> &'a str {
     data.as_str()
 }
 
-/// Implements `ComponentType` and `Lower` for `$type` as the WIT `string` that the function
-/// `$text` makes of it, given a number-formatting buffer on the stack.
-macro_rules! lower_as_string {
-    ($type:ty, $text:expr) => {
-        // SAFETY: the layout, ABI and type check are `str`'s, and lowering hands `str` the
-        // text, so every value lowers exactly as the string it stands for.
+/// Implements `ComponentType` for `$type` as `$as`'s (the same layout, ABI and type check),
+/// and `Lower` with the two bodies given, which must write exactly the bytes `$as`'s lowering
+/// would: `$this` is the value, `$cx` the lowering context, `$ty` the WIT type, `$dst` the
+/// flat values to fill, `$offset` where in memory the value goes.
+macro_rules! lower_like {
+    (
+        $type:ty as $as:ty,
+        flat($this:ident, $cx:ident, $ty:ident, $dst:ident) $flat:block,
+        memory($this_m:ident, $cx_m:ident, $ty_m:ident, $offset:ident) $memory:block
+    ) => {
+        // SAFETY: the caller's bodies write what `$as`'s lowering writes.
         unsafe impl ::wasmtime::component::ComponentType for $type {
-            type Lower = <str as ::wasmtime::component::ComponentType>::Lower;
+            type Lower = <$as as ::wasmtime::component::ComponentType>::Lower;
             const ABI: ::wasmtime::component::__internal::CanonicalAbiInfo =
-                <str as ::wasmtime::component::ComponentType>::ABI;
+                <$as as ::wasmtime::component::ComponentType>::ABI;
 
             fn typecheck(
                 ty: &::wasmtime::component::__internal::InterfaceType,
                 types: &::wasmtime::component::__internal::InstanceType<'_>,
             ) -> ::wasmtime::Result<()> {
-                <str as ::wasmtime::component::ComponentType>::typecheck(ty, types)
+                <$as as ::wasmtime::component::ComponentType>::typecheck(ty, types)
             }
         }
 
-        // SAFETY: forwards to `str`'s lowering, see above.
+        // SAFETY: see above.
         unsafe impl ::wasmtime::component::Lower for $type {
             fn linear_lower_to_flat<T>(
                 &self,
-                cx: &mut ::wasmtime::component::__internal::LowerContext<'_, T>,
-                ty: ::wasmtime::component::__internal::InterfaceType,
-                dst: &mut ::std::mem::MaybeUninit<Self::Lower>,
+                $cx: &mut ::wasmtime::component::__internal::LowerContext<'_, T>,
+                $ty: ::wasmtime::component::__internal::InterfaceType,
+                $dst: &mut ::std::mem::MaybeUninit<Self::Lower>,
             ) -> ::wasmtime::Result<()> {
-                let mut buffer = ::itoa::Buffer::new();
-                let text: &str = $text(self, &mut buffer);
-                ::wasmtime::component::Lower::linear_lower_to_flat(text, cx, ty, dst)
+                let $this = self;
+                $flat
             }
 
             fn linear_lower_to_memory<T>(
                 &self,
-                cx: &mut ::wasmtime::component::__internal::LowerContext<'_, T>,
-                ty: ::wasmtime::component::__internal::InterfaceType,
-                offset: usize,
+                $cx_m: &mut ::wasmtime::component::__internal::LowerContext<'_, T>,
+                $ty_m: ::wasmtime::component::__internal::InterfaceType,
+                $offset: usize,
             ) -> ::wasmtime::Result<()> {
-                let mut buffer = ::itoa::Buffer::new();
-                let text: &str = $text(self, &mut buffer);
-                ::wasmtime::component::Lower::linear_lower_to_memory(text, cx, ty, offset)
+                let $this_m = self;
+                $memory
             }
         }
+    };
+}
+
+pub(super) use lower_like;
+
+/// Implements `ComponentType` and `Lower` for `$type` as the WIT `string` that the function
+/// `$text` makes of it, given a number-formatting buffer on the stack.
+macro_rules! lower_as_string {
+    ($type:ty, $text:expr) => {
+        // Lowering hands `str` the text, so every value lowers as the string it stands for.
+        $crate::plugins::wasm::lower::lower_like!(
+            $type as str,
+            flat(this, cx, ty, dst) {
+                let mut buffer = ::itoa::Buffer::new();
+                let text: &str = $text(this, &mut buffer);
+                ::wasmtime::component::Lower::linear_lower_to_flat(text, cx, ty, dst)
+            },
+            memory(this, cx, ty, offset) {
+                let mut buffer = ::itoa::Buffer::new();
+                let text: &str = $text(this, &mut buffer);
+                ::wasmtime::component::Lower::linear_lower_to_memory(text, cx, ty, offset)
+            }
+        );
     };
 }
 
@@ -185,55 +208,57 @@ impl<'m> Fields<'m> {
     }
 }
 
+/// Implements `ComponentType` and `Lower` for `$wrapper`, a newtype over `$inner`, as
+/// `$inner`'s (wasmtime's derives), except that lowering into memory first tries `$write`
+/// (`fn(&$inner, cx, offset) -> wasmtime::Result<bool>`), which writes the value by hand and
+/// answers `true`, or answers `false` to leave it to `$inner`'s lowering.
+macro_rules! lower_by_hand {
+    ($wrapper:ty, $inner:ty, $write:expr) => {
+        // `$write` writes the bytes `$inner`'s lowering writes (tests read every field back
+        // from a guest).
+        $crate::plugins::wasm::lower::lower_like!(
+            $wrapper as $inner,
+            flat(this, cx, ty, dst) {
+                ::wasmtime::component::Lower::linear_lower_to_flat(&this.0, cx, ty, dst)
+            },
+            memory(this, cx, ty, offset) {
+                if $write(&this.0, cx, offset)? {
+                    return Ok(());
+                }
+                ::wasmtime::component::Lower::linear_lower_to_memory(&this.0, cx, ty, offset)
+            }
+        );
+    };
+}
+
+pub(super) use lower_by_hand;
+
 /// What `acquire-single` and `release-single` answer, `result<single-lease, pool-error>`:
 /// lowered as wasmtime's derives lower it, except a lease into memory, written by hand (see
 /// the module's doc).
 pub(crate) struct SingleAnswer(pub(crate) Result<SingleView, wit::PoolError>);
 
-type SingleResult = Result<SingleView, wit::PoolError>;
+lower_by_hand!(SingleAnswer, Result<SingleView, wit::PoolError>, write_single);
 
-// SAFETY: the layout, ABI and type check are `SingleResult`'s, and every value lowers to the
-// bytes that type's lowering writes (the derived lowering does the rest); the end-to-end
-// tests read every field of these answers back from the guest.
-unsafe impl ComponentType for SingleAnswer {
-    type Lower = <SingleResult as ComponentType>::Lower;
-    const ABI: CanonicalAbiInfo = <SingleResult as ComponentType>::ABI;
-
-    fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> wasmtime::Result<()> {
-        <SingleResult as ComponentType>::typecheck(ty, types)
-    }
-}
-
-// SAFETY: see `ComponentType` above.
-unsafe impl Lower for SingleAnswer {
-    fn linear_lower_to_flat<T>(
-        &self,
-        cx: &mut LowerContext<'_, T>,
-        ty: InterfaceType,
-        dst: &mut MaybeUninit<Self::Lower>,
-    ) -> wasmtime::Result<()> {
-        self.0.linear_lower_to_flat(cx, ty, dst)
-    }
-
-    fn linear_lower_to_memory<T>(
-        &self,
-        cx: &mut LowerContext<'_, T>,
-        ty: InterfaceType,
-        offset: usize,
-    ) -> wasmtime::Result<()> {
-        let Ok(lease) = &self.0 else {
-            return self.0.linear_lower_to_memory(cx, ty, offset);
-        };
-        let Some(id) = copy_utf8(cx, &lease.id)? else {
-            return self.0.linear_lower_to_memory(cx, ty, offset);
-        };
-        Fields::after_tag(cx.as_slice_mut(), offset, 0, Self::ABI)
-            .put::<u64>(&lease.lease.to_le_bytes())
-            .put::<u64>(&lease.token.to_le_bytes())
-            .put_option_u64(lease.expires_at_ms)
-            .put_string(id);
-        Ok(())
-    }
+/// Writes a lease in brief at `offset`, as `result`'s `ok`; `false` for anything else.
+fn write_single<T>(
+    answer: &Result<SingleView, wit::PoolError>,
+    cx: &mut LowerContext<'_, T>,
+    offset: usize,
+) -> wasmtime::Result<bool> {
+    let Ok(lease) = answer else {
+        return Ok(false);
+    };
+    let Some(id) = copy_utf8(cx, &lease.id)? else {
+        return Ok(false);
+    };
+    let abi = <SingleAnswer as ComponentType>::ABI;
+    Fields::after_tag(cx.as_slice_mut(), offset, 0, abi)
+        .put::<u64>(&lease.lease.to_le_bytes())
+        .put::<u64>(&lease.token.to_le_bytes())
+        .put_option_u64(lease.expires_at_ms)
+        .put_string(id);
+    Ok(true)
 }
 
 lower_as_string!(LeaseText, lease_text);
