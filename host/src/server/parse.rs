@@ -178,18 +178,10 @@ impl<'a> Plain<'a> {
             // Twice is an error the envelope words.
             field.replace(value).is_none().then_some(())
         })?;
-        let kind = kind?.strip_prefix('"')?.strip_suffix('"')?;
-        if kind.is_empty() || kind.contains('\\') {
-            return None;
-        }
-        let query_index = query_index?;
-        if !query_index.starts_with(|first: char| first.is_ascii_digit()) {
-            return None;
-        }
+        let kind = scan::plain_str(kind?).filter(|kind| !kind.is_empty())?;
         Some(Plain {
             kind,
-            // Digits alone (the scan checked the number) that fit: what serde_json reads.
-            query_index: query_index.parse::<u64>().ok()?.into(),
+            query_index: scan::whole_u64(query_index?)?.into(),
             // `null` is no payload, as `Option<&RawValue>` reads it.
             payload: payload.filter(|raw| *raw != "null"),
         })
